@@ -1,0 +1,1 @@
+"""The reserve exchange's rules: pure Python, no I/O."""
