@@ -28,17 +28,18 @@ class StockItem(Aggregate):
     def set_level(self, on_hand: int) -> None:
         if on_hand < 0:
             raise errors.InvalidQuantityError("On hand cannot be below 0.")
-        self._level_set(on_hand=on_hand)
+        self._level_set(warehouse=self.warehouse, sku=self.sku, on_hand=on_hand)
 
     def consume(self, quantity: int, order_id: str) -> None:
         """Shipping an order takes its reserved units out of the warehouse."""
-        self._consumed(quantity=quantity, order_id=order_id,
-                       on_hand=max(self.on_hand - quantity, 0))
+        self._consumed(warehouse=self.warehouse, sku=self.sku, quantity=quantity,
+                       order_id=order_id, on_hand=max(self.on_hand - quantity, 0))
 
     @event("StockLevelSet")
-    def _level_set(self, on_hand: int) -> None:
+    def _level_set(self, warehouse: str, sku: str, on_hand: int) -> None:
         self.on_hand = on_hand
 
     @event("StockConsumed")
-    def _consumed(self, quantity: int, order_id: str, on_hand: int) -> None:
+    def _consumed(self, warehouse: str, sku: str, quantity: int, order_id: str,
+                  on_hand: int) -> None:
         self.on_hand = on_hand

@@ -1,0 +1,185 @@
+"""The HTTP API of the contract. Routes only translate: wire in, one handler call, wire out."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import psycopg
+import psycopg_pool
+from eventsourcing.persistence import InterfaceError, OperationalError
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from domain import commands as c
+from handlers import wire
+from handlers.auth import Authenticator, Caller
+from handlers.commands import CommandHandler, RetriesExhaustedError
+from handlers.erp import ErpIngest, FactRefusedError
+from handlers.outcome import STATUS_BY_KIND, Outcome, error_body
+from projections.queries import Views
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+UNAVAILABLE = (OperationalError, InterfaceError, psycopg.OperationalError,
+               psycopg_pool.PoolTimeout, RetriesExhaustedError)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class Services(Protocol):
+    commands: CommandHandler
+    erp: ErpIngest
+    views: Views
+    auth: Authenticator
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(error_body(code, message), status_code=status)
+
+
+def _validation_message(e: ValidationError) -> str:
+    first = e.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+    return f"{where}: {first.get('msg', 'is invalid')}" + (
+        f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else "")
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, "body_too_large", f"The body exceeds {MAX_BODY_BYTES} bytes.")
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ApiError(400, "malformed_json", f"The body is not valid JSON: {e}.") from None
+
+
+def _validate(model: type[BaseModel], payload: Any) -> Any:
+    if not isinstance(payload, dict):
+        raise ApiError(400, "malformed_body", "The body must be a JSON object.")
+    return model.model_validate(payload)
+
+
+def create_http_app(services: Services, *, title: str = "Reserve exchange") -> FastAPI:
+    app = FastAPI(title=title, version="1", docs_url="/docs", redoc_url=None)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(ValidationError)
+    async def _invalid(request: Request, exc: ValidationError) -> JSONResponse:
+        return _error(422, "validation_failed", _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, UNAVAILABLE):
+            log.warning("store unavailable: %s", type(exc).__name__)
+            return _error(503, "unavailable",
+                          "The service cannot reach its database right now; try again shortly.")
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, "internal_error", "Something went wrong on our side.")
+
+    def caller(request: Request, kind: str) -> Caller:
+        who = services.auth.identify(request.headers.get("authorization"))
+        if who is None:
+            raise ApiError(401, "unauthorized", "A valid bearer token is required.")
+        if who.kind != kind:
+            raise ApiError(403, "forbidden", "ERP connectors may only post facts; managers may not."
+                           if kind == "erp" else "ERP connector tokens may only post facts.")
+        return who
+
+    async def command(request: Request, build: Callable[[Any], c.Command]) -> JSONResponse:
+        who = caller(request, "manager")
+        key = request.headers.get("idempotency-key")
+        if key is not None and not 0 < len(key) <= 200:
+            raise ApiError(422, "invalid_idempotency_key",
+                           "Idempotency-Key must be 1 to 200 characters.")
+        cmd = build(await _json_body(request))
+        scoped = f"http:{who.name}:{key}" if key is not None else None
+        outcome: Outcome = await run_in_threadpool(services.commands.execute, cmd, who.name, scoped)
+        return JSONResponse(outcome.body, status_code=outcome.status)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/erp/events")
+    async def post_erp_events(request: Request) -> JSONResponse:
+        caller(request, "erp")
+        payload = await _json_body(request)
+        if not isinstance(payload, dict | list):
+            raise ApiError(400, "malformed_body", "The body must be an envelope or an array.")
+        envelopes = wire.parse_erp_body(payload)
+        try:
+            result = await run_in_threadpool(services.erp.ingest, envelopes)
+        except FactRefusedError as e:
+            return _error(STATUS_BY_KIND.get(e.error.kind, 409), e.error.code, str(e))
+        return JSONResponse({"accepted": result.accepted, "duplicates": result.duplicates})
+
+    @app.get("/v1/stock/{warehouse}/{sku}")
+    async def get_stock(request: Request, warehouse: str, sku: str) -> dict[str, Any]:
+        caller(request, "manager")
+        return await run_in_threadpool(services.views.stock, warehouse, sku)
+
+    @app.get("/v1/stock/{warehouse}/{sku}/reserves")
+    async def get_reserves(request: Request, warehouse: str, sku: str) -> dict[str, Any]:
+        caller(request, "manager")
+        return await run_in_threadpool(services.views.reserves, warehouse, sku)
+
+    @app.get("/v1/orders/{order_id}")
+    async def get_order(request: Request, order_id: str) -> dict[str, Any]:
+        caller(request, "manager")
+        found = await run_in_threadpool(services.views.order, order_id)
+        if found is None:
+            raise ApiError(404, "order_not_found", f"Customer order {order_id!r} is unknown.")
+        return found
+
+    @app.get("/v1/reserve-requests/{request_id}")
+    async def get_request(request: Request, request_id: str) -> dict[str, Any]:
+        caller(request, "manager")
+        found = await run_in_threadpool(services.views.request, request_id)
+        if found is None:
+            raise ApiError(404, "request_not_found", f"Reserve request {request_id!r} is unknown.")
+        return found
+
+    @app.get("/v1/inbox")
+    async def get_inbox(request: Request) -> dict[str, Any]:
+        who = caller(request, "manager")
+        return await run_in_threadpool(services.views.inbox, who.name)
+
+    @app.post("/v1/reserve-requests", status_code=201)
+    async def post_request(request: Request) -> JSONResponse:
+        return await command(request, lambda body: _validate(wire.RequestReserveBody, body).command())
+
+    @app.post("/v1/reserve-requests/{request_id}/give")
+    async def post_give(request: Request, request_id: str) -> JSONResponse:
+        return await command(request, lambda b: _validate(wire.GiveBody, b).command(request_id))
+
+    @app.post("/v1/reserve-requests/{request_id}/decline")
+    async def post_decline(request: Request, request_id: str) -> JSONResponse:
+        return await command(request, lambda b: _validate(wire.DeclineBody, b).command(request_id))
+
+    @app.post("/v1/reserve-requests/{request_id}/cancel")
+    async def post_cancel(request: Request, request_id: str) -> JSONResponse:
+        return await command(request, lambda b: _validate(wire.CancelBody, b).command(request_id))
+
+    return app

