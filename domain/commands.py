@@ -36,4 +36,5 @@ class ExpireReserveRequest:
     request_id: str
 
 
-Command = RequestReserve | GiveReserve | DeclineReserveRequest | CancelReserveRequest | ExpireReserveRequest
+Command = (RequestReserve | GiveReserve | DeclineReserveRequest | CancelReserveRequest
+           | ExpireReserveRequest)

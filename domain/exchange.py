@@ -6,6 +6,7 @@ Giving changes the request and both orders; the caller saves all three in one at
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+
 from domain import errors
 from domain.order import CustomerOrder
 from domain.request import ReserveRequest

@@ -168,7 +168,8 @@ def create_http_app(services: Services, *, title: str = "Reserve exchange") -> F
 
     @app.post("/v1/reserve-requests", status_code=201)
     async def post_request(request: Request) -> JSONResponse:
-        return await command(request, lambda body: _validate(wire.RequestReserveBody, body).command())
+        return await command(request,
+                             lambda b: _validate(wire.RequestReserveBody, b).command())
 
     @app.post("/v1/reserve-requests/{request_id}/give")
     async def post_give(request: Request, request_id: str) -> JSONResponse:

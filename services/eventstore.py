@@ -126,7 +126,7 @@ def postgres_env(database_url: str, *, pool_size: int = 8) -> dict[str, str]:
     }
 
 
-class ReserveStore(Application):
+class ReserveStore(Application[UUID]):
     """The event-sourced application: loads and saves the exchange's aggregates."""
 
     name = "Reserves"
