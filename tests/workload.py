@@ -41,7 +41,7 @@ class Workload:
         rng = self.rng
         roll = rng.random()
         warehouse, sku = rng.choice(self.items)
-        if roll < 0.1 or not self.orders:
+        if roll < 0.12 or not self.orders:
             ok = self._facts(envelope("StockLevelSet", {"warehouse": warehouse, "sku": sku,
                                                         "on_hand": rng.randint(0, 50)}))
             order_id = uid("o-")
@@ -57,11 +57,13 @@ class Workload:
         elif roll < 0.3:
             order_id = rng.choice(self.orders)
             line = self._some_line(order_id)
+            quantity = rng.randint(1, 5)
             if line is not None and rng.random() < 0.8:
-                warehouse, sku = line
+                warehouse, sku, shortage = line
+                quantity = rng.randint(1, shortage)
             ok = self._facts(envelope("ReservePlaced", {
                 "order_id": order_id, "sku": sku, "warehouse": warehouse,
-                "quantity": rng.randint(1, 5)}))
+                "quantity": quantity}))
             self._count("reserve", ok)
         elif roll < 0.35:
             ok = self._facts(envelope("ReserveReleased", {
@@ -74,17 +76,22 @@ class Workload:
             self._count(kind, ok)
         elif roll < 0.65:
             to_order, from_order = rng.choice(self.orders), rng.choice(self.orders)
+            quantity = rng.randint(1, 5)
             holder = self._holder(warehouse, sku)
-            if holder is not None and rng.random() < 0.8:
-                from_order, to_order = holder
+            if holder is not None and rng.random() < 0.85:
+                from_order, to_order, most = holder
+                quantity = rng.randint(1, most)
             actor = self._manager(to_order)
             out = self.core.commands.execute(
-                c.RequestReserve(from_order, to_order, sku, warehouse, rng.randint(1, 5)), actor)
+                c.RequestReserve(from_order, to_order, sku, warehouse, quantity), actor)
             if out.ok:
                 self.requests.append(out.body["request_id"])
             self._count("request", out.ok)
         elif self.requests:
-            request_id = rng.choice(self.requests)
+            open_ones = [r for r in self.requests[-30:]
+                         if not self.core.store.get_request(r).is_final]
+            request_id = (rng.choice(open_ones) if open_ones and rng.random() < 0.85
+                          else rng.choice(self.requests))
             request = self.core.store.get_request(request_id)
             choice = rng.random()
             if choice < 0.5:
@@ -104,20 +111,24 @@ class Workload:
                 out = self.core.commands.execute(c.ExpireReserveRequest(request_id), "system")
                 self._count("expire", out.ok)
 
-    def _some_line(self, order_id: str) -> tuple[str, str] | None:
+    def _some_line(self, order_id: str) -> tuple[str, str, int] | None:
         order = self.core.store.get_order(order_id)
-        lines = [(ln.warehouse, ln.sku) for ln in order.lines.values() if ln.shortage]
+        lines = [(ln.warehouse, ln.sku, ln.shortage) for ln in order.lines.values()
+                 if ln.shortage and order.is_active]
         return self.rng.choice(lines) if lines else None
 
-    def _holder(self, warehouse: str, sku: str) -> tuple[str, str] | None:
-        """An order holding this item and another manager's order short of it, if any."""
-        sample = self.rng.sample(self.orders, min(len(self.orders), 12))
+    def _holder(self, warehouse: str, sku: str) -> tuple[str, str, int] | None:
+        """An order holding this item, another manager's order short of it, and the most
+        that may be asked, if there are such orders."""
+        sample = self.rng.sample(self.orders, min(len(self.orders), 20))
         orders = [self.core.store.get_order(o) for o in sample]
         holders = [o for o in orders if o.is_active and o.held(warehouse, sku) > 0]
         for holder in holders:
             for other in orders:
-                if other.manager != holder.manager and other.shortage(warehouse, sku) > 0:
-                    return holder.order_id, other.order_id
+                short = other.shortage(warehouse, sku)
+                if other.manager != holder.manager and short > 0:
+                    return holder.order_id, other.order_id, min(short,
+                                                                holder.held(warehouse, sku))
         return None
 
     def _manager(self, order_id: str) -> str:
