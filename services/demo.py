@@ -44,7 +44,7 @@ def _running_url(var_dir: Path) -> str | None:
 
 def _start_service(var_dir: Path) -> subprocess.Popen[bytes]:
     console.print("[dim]No running service found: starting `reserves serve` for the demo…[/]")
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve"],  # noqa: S603
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while _running_url(var_dir) is None:

@@ -19,9 +19,9 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from services.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from services.runtime import Core
 from tests.support import make_settings
-from services.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 
 BACKENDS = ["embedded-pg18"] + (["server"] if os.environ.get("RESERVES_TEST_DATABASE_URL") else [])
 
