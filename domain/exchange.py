@@ -80,8 +80,12 @@ def give_reserve(
     """Moves ``quantity`` (default: all requested) from the owner's order to the requester's.
 
     Returns the quantity given. On hand, total reserved and free are unchanged by the move.
+    Every rule is checked before anything is recorded, so a refusal changes nothing.
     """
     n = request.requested if quantity is None else quantity
+    request.guard_can_give(n, actor, now)
+    from_order.guard_can_release(request.warehouse, request.sku, n)
+    to_order.guard_can_receive(request.warehouse, request.sku, n)
     request.give(n, actor, now)
     from_order.move_out(request.warehouse, request.sku, n, request.request_id, to_order.order_id)
     to_order.move_in(request.warehouse, request.sku, n, request.request_id, from_order.order_id)

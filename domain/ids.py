@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from uuid import UUID, uuid5
 
 _NAMESPACE = UUID("6f1c2b0e-4d1a-5a7e-9c3b-0e2f1d7a9b42")
@@ -12,7 +13,7 @@ def order_uuid(order_id: str) -> UUID:
 
 
 def stock_item_uuid(warehouse: str, sku: str) -> UUID:
-    return uuid5(_NAMESPACE, f"stock:{warehouse}\x1f{sku}")
+    return uuid5(_NAMESPACE, "stock:" + json.dumps([warehouse, sku], ensure_ascii=False))
 
 
 def request_uuid(key: str) -> UUID:

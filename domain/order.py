@@ -7,6 +7,7 @@ its own event, so downstream subscribers get one message per change.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -36,7 +37,12 @@ class OrderLine:
 
 
 def line_key(warehouse: str, sku: str) -> str:
-    return f"{warehouse}\x1f{sku}"
+    return json.dumps([warehouse, sku], ensure_ascii=False)
+
+
+def guard_quantity(quantity: int) -> None:
+    if quantity < 1:
+        raise errors.InvalidQuantityError(f"A quantity must be at least 1, not {quantity}.")
 
 
 class CustomerOrder(Aggregate):
@@ -147,6 +153,7 @@ class CustomerOrder(Aggregate):
         return line
 
     def guard_can_receive(self, warehouse: str, sku: str, quantity: int) -> None:
+        guard_quantity(quantity)
         self.guard_active()
         line = self.guard_line(warehouse, sku)
         if quantity > line.shortage:
@@ -156,6 +163,7 @@ class CustomerOrder(Aggregate):
             )
 
     def guard_can_release(self, warehouse: str, sku: str, quantity: int) -> None:
+        guard_quantity(quantity)
         self.guard_active()
         line = self.guard_line(warehouse, sku)
         if quantity > line.reserved:
@@ -167,6 +175,7 @@ class CustomerOrder(Aggregate):
     # -- ERP facts -------------------------------------------------------------------------
 
     def place_reserve(self, warehouse: str, sku: str, quantity: int) -> None:
+        guard_quantity(quantity)
         self.guard_active()
         line = self.guard_line(warehouse, sku)
         if line.reserved + quantity > line.ordered:
@@ -179,6 +188,7 @@ class CustomerOrder(Aggregate):
         self._record_status_change(before)
 
     def release_reserve(self, warehouse: str, sku: str, quantity: int) -> None:
+        guard_quantity(quantity)
         self.guard_active()
         line = self.guard_line(warehouse, sku)
         if quantity > line.reserved:

@@ -78,7 +78,7 @@ class ReserveRequest(Aggregate):
         if actor != self.owner:
             raise errors.NotOwnerError("Only the owner of the reserve may answer this request.")
 
-    def give(self, quantity: int, actor: str, now: datetime) -> None:
+    def guard_can_give(self, quantity: int, actor: str, now: datetime) -> None:
         self.guard_owner(actor)
         self.guard_pending(now)
         if quantity < 1:
@@ -87,6 +87,9 @@ class ReserveRequest(Aggregate):
             raise errors.ExceedsRequestedError(
                 f"Only {self.requested} were requested; {quantity} cannot be given."
             )
+
+    def give(self, quantity: int, actor: str, now: datetime) -> None:
+        self.guard_can_give(quantity, actor, now)
         self._given(
             quantity=quantity,
             from_order_id=self.from_order_id,

@@ -32,6 +32,8 @@ class StockItem(Aggregate):
 
     def consume(self, quantity: int, order_id: str) -> None:
         """Shipping an order takes its reserved units out of the warehouse."""
+        if quantity < 0:
+            raise errors.InvalidQuantityError("A consumed quantity cannot be negative.")
         self._consumed(warehouse=self.warehouse, sku=self.sku, quantity=quantity,
                        order_id=order_id, on_hand=max(self.on_hand - quantity, 0))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -101,19 +102,28 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         erp_tokens = parse_erp_tokens(erp_raw) if erp_raw else dev_erp
         generated = True
     if set(api_tokens) & erp_tokens:
-        raise SettingsError("A token cannot be both a manager's and an ERP connector's.")
+        raise SettingsError("A token cannot be both a manager's (RESERVES_API_TOKENS) and an "
+                            "ERP connector's (RESERVES_ERP_TOKENS).")
+    if not api_tokens:
+        raise SettingsError("RESERVES_API_TOKENS names no manager.")
+    if not erp_tokens:
+        raise SettingsError("RESERVES_ERP_TOKENS names no token.")
     ttl_raw = env.get("RESERVE_REQUEST_TTL") or "86400"
     try:
         ttl = float(ttl_raw)
     except ValueError:
         raise SettingsError(f"RESERVE_REQUEST_TTL must be seconds, not {ttl_raw!r}.") from None
-    if ttl <= 0:
-        raise SettingsError("RESERVE_REQUEST_TTL must be positive.")
+    if not (math.isfinite(ttl) and 0 < ttl <= 10 * 365 * 86400):
+        raise SettingsError("RESERVE_REQUEST_TTL must be a positive number of seconds "
+                            f"(at most ten years), not {ttl_raw!r}.")
+    http_port = _int(env, "HTTP_PORT", 8000)
+    if not 0 < http_port < 65536:
+        raise SettingsError(f"HTTP_PORT must be a TCP port (1-65535), not {http_port}.")
     return Settings(
         database_url=env.get("DATABASE_URL") or None,
         kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS") or None,
         http_host=env.get("HTTP_HOST") or "127.0.0.1",
-        http_port=_int(env, "HTTP_PORT", 8000),
+        http_port=http_port,
         api_tokens=api_tokens,
         erp_tokens=erp_tokens,
         request_ttl=ttl,

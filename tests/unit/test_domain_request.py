@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -207,13 +208,13 @@ def test_owner_gives_and_the_request_is_given() -> None:
 
     assert request.status == GIVEN
     assert request.given == 2
+    assert request.requested == 3
     assert request.is_final
     events = list(request.collect_events())
     assert [type(e).__name__ for e in events] == ["ReserveGiven"]
-    given_event = events[0]
-    assert (given_event.quantity, given_event.from_order_id,  # type: ignore[attr-defined]
-            given_event.to_order_id, given_event.sku,  # type: ignore[attr-defined]
-            given_event.warehouse) == (2, "A", "B", "S1", "W1")  # type: ignore[attr-defined]
+    given_event: Any = events[0]
+    assert (given_event.quantity, given_event.from_order_id, given_event.to_order_id,
+            given_event.sku, given_event.warehouse) == (2, "A", "B", "S1", "W1")
 
 
 def test_giving_more_than_requested_is_refused() -> None:
@@ -445,6 +446,6 @@ class RequestLifecycleMachine(RuleBasedStateMachine):
 
 
 RequestLifecycleMachine.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=20, deadline=None
+    max_examples=100, stateful_step_count=20, deadline=None
 )
 TestRequestLifecycleMachine = RequestLifecycleMachine.TestCase
