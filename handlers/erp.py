@@ -37,7 +37,7 @@ class FactRefusedError(Exception):
 
     def __init__(self, index: int, event_id: str, error: errors.DomainError) -> None:
         self.index, self.event_id, self.error = index, event_id, error
-        super().__init__(f"Event #{index} ({event_id!r}) was refused: {error.message}")
+        super().__init__(f"Event #{index + 1} ({event_id!r}) was refused: {error.message}")
 
 
 def receipt_key(event_id: str) -> str:

@@ -48,13 +48,6 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(error_body(code, message), status_code=status)
 
 
-def _validation_message(e: ValidationError) -> str:
-    first = e.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-    return f"{where}: {first.get('msg', 'is invalid')}" + (
-        f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else "")
-
-
 async def _json_body(request: Request) -> Any:
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
@@ -82,7 +75,11 @@ def create_http_app(services: Services, *, title: str = "Reserve exchange") -> F
 
     @app.exception_handler(ValidationError)
     async def _invalid(request: Request, exc: ValidationError) -> JSONResponse:
-        return _error(422, "validation_failed", _validation_message(exc))
+        return _error(422, "validation_failed", wire.validation_message(exc))
+
+    @app.exception_handler(wire.WireError)
+    async def _wire(request: Request, exc: wire.WireError) -> JSONResponse:
+        return _error(422, "validation_failed", str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -128,7 +125,7 @@ def create_http_app(services: Services, *, title: str = "Reserve exchange") -> F
         payload = await _json_body(request)
         if not isinstance(payload, dict | list):
             raise ApiError(400, "malformed_body", "The body must be an envelope or an array.")
-        envelopes = wire.parse_erp_body(payload)
+        envelopes = wire.parse_erp_body(payload)  # WireError → 422
         try:
             result = await run_in_threadpool(services.erp.ingest, envelopes)
         except FactRefusedError as e:

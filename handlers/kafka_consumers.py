@@ -3,7 +3,8 @@
 Each subscriber only translates: bytes in, one handler call, an answer or a dead letter out.
 Offsets are committed after the work is stored (and its answer published); a message that can
 never be processed goes to ``reserve.dlq`` unchanged, with the reason, and the partition goes
-on. While PostgreSQL is unreachable the message is not acknowledged and is delivered again.
+on. While PostgreSQL is unreachable the message is not acknowledged and is delivered again;
+any other failure is a dead letter too, so a bug never blocks a partition for good.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from handlers import wire
 from handlers.commands import CommandHandler
 from handlers.erp import ErpIngest, FactRefusedError
-from handlers.http_api import UNAVAILABLE, _validation_message
+from handlers.http_api import UNAVAILABLE
 from handlers.outcome import Outcome, error_body
 from services.topics import COMMAND_RESULTS, COMMANDS, DLQ, ERP_EVENTS
 
@@ -64,8 +65,8 @@ def register_consumers(broker: KafkaBroker, *, erp: ErpIngest, commands: Command
             envelopes = wire.parse_erp_body(_decode(msg.body))
         except (UnicodeDecodeError, json.JSONDecodeError):
             return await dead_letter(broker, msg, "The message is not UTF-8 JSON.")
-        except ValidationError as e:
-            return await dead_letter(broker, msg, "Invalid ERP envelope: " + _validation_message(e))
+        except wire.WireError as e:
+            return await dead_letter(broker, msg, f"Invalid ERP envelope: {e}")
         try:
             await asyncio.to_thread(erp.ingest, envelopes)
         except FactRefusedError as e:
@@ -73,6 +74,10 @@ def register_consumers(broker: KafkaBroker, *, erp: ErpIngest, commands: Command
         except UNAVAILABLE:
             await asyncio.sleep(UNAVAILABLE_BACKOFF_S)
             raise
+        except Exception as e:
+            log.exception("unexpected error on an erp.events message")
+            return await dead_letter(broker, msg, f"Internal error ({type(e).__name__}); "
+                                                  "the message can be re-driven once fixed.")
         return None
 
     @broker.subscriber(COMMANDS, group_id=COMMANDS_GROUP, **common)
@@ -88,7 +93,7 @@ def register_consumers(broker: KafkaBroker, *, erp: ErpIngest, commands: Command
             message = wire.CommandMessage.model_validate(payload)
             command = message.command()
         except ValidationError as e:
-            outcome = Outcome(422, error_body("validation_failed", _validation_message(e)))
+            outcome = Outcome(422, error_body("validation_failed", wire.validation_message(e)))
         else:
             if message.actor not in managers:
                 outcome = Outcome(403, error_body("unknown_actor",
@@ -100,6 +105,11 @@ def register_consumers(broker: KafkaBroker, *, erp: ErpIngest, commands: Command
                 except UNAVAILABLE:
                     await asyncio.sleep(UNAVAILABLE_BACKOFF_S)
                     raise
+                except Exception as e:
+                    log.exception("unexpected error on a reserve.commands message")
+                    reason = f"Internal error ({type(e).__name__}); nothing was changed."
+                    await dead_letter(broker, msg, reason)
+                    outcome = Outcome(500, error_body("internal_error", reason))
         await broker.publish(command_result(command_id, outcome), topic=COMMAND_RESULTS,
                              key=command_id.encode())
         return None

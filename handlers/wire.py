@@ -8,7 +8,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 from domain import commands as c
 from domain import facts as f
@@ -20,6 +27,15 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Quantity = Annotated[int, Field(strict=True, ge=1, le=1_000_000_000)]
 Level = Annotated[int, Field(strict=True, ge=0, le=1_000_000_000)]
 MAX_BATCH = 1000
+
+
+def _wall_clock(value: datetime) -> datetime:
+    """The contract's order date is a local date-time: keep the time as written, drop any
+    offset, so no server's time zone can shift it (in the views or the success message)."""
+    return value.replace(tzinfo=None)
+
+
+LocalDateTime = Annotated[datetime, AfterValidator(_wall_clock)]
 
 
 class Wire(BaseModel):
@@ -46,7 +62,7 @@ class LineData(Wire):
 class CustomerOrderPlacedData(Wire):
     order_id: Id
     number: Name
-    date: datetime
+    date: LocalDateTime
     partner: Name
     manager: Name
     lines: Annotated[list[LineData], Field(min_length=1, max_length=1000)]
@@ -117,15 +133,37 @@ class ErpEnvelope(Wire):
         )
 
 
-ErpBody = ErpEnvelope | Annotated[list[ErpEnvelope], Field(min_length=1, max_length=MAX_BATCH)]
-erp_body_adapter: TypeAdapter[ErpBody] = TypeAdapter(ErpBody)
+class WireError(ValueError):
+    """A message that fails the contract's schema; the sentence says where and why."""
+
+
+def validation_message(e: ValidationError) -> str:
+    first = e.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+    more = e.error_count() - 1
+    return f"{where}: {first.get('msg', 'is invalid')}" + (
+        f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
 
 
 def parse_erp_body(raw: Any) -> list[Envelope]:
-    """Validates one envelope or an array of up to 1,000 (raises pydantic.ValidationError)."""
-    body = erp_body_adapter.validate_python(raw)
-    envelopes = body if isinstance(body, list) else [body]
-    return [e.envelope() for e in envelopes]
+    """Validates one envelope or an array of 1 to 1,000; a bad one is named by its place."""
+    if isinstance(raw, list):
+        if not 1 <= len(raw) <= MAX_BATCH:
+            raise WireError(f"A batch holds 1 to {MAX_BATCH} envelopes, not {len(raw)}.")
+        items = raw
+    elif isinstance(raw, dict):
+        items = [raw]
+    else:
+        raise WireError("The body must be an envelope (a JSON object) or an array of them.")
+    envelopes = []
+    for index, item in enumerate(items, start=1):
+        try:
+            envelopes.append(ErpEnvelope.model_validate(item).envelope())
+        except ValidationError as e:
+            event_id = item.get("event_id") if isinstance(item, dict) else None
+            named = f" ({event_id!r})" if isinstance(event_id, str) else ""
+            raise WireError(f"Envelope #{index}{named}: {validation_message(e)}") from None
+    return envelopes
 
 
 # -- commands -----------------------------------------------------------------------------------

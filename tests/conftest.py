@@ -10,6 +10,8 @@ Kafka: the embedded Tansu broker, or the brokers named by ``RESERVES_TEST_KAFKA`
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,12 +48,23 @@ class PgServer:
         return make_conninfo(**params)  # type: ignore[arg-type]
 
 
+@pytest.fixture
+def traversable_tmp() -> Iterator[Path]:
+    """A temp dir outside pytest's own (mode 0700, re-tightened by every pytest run): as root,
+    embedded PostgreSQL runs as another user, who must be able to reach its data dir."""
+    path = Path(tempfile.mkdtemp(prefix="rx-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def embedded_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
-    pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), ephemeral=True)
+def embedded_pg() -> Iterator[PgServer]:
+    base = Path(tempfile.mkdtemp(prefix="rx-pg-"))
+    pg = EmbeddedPostgres(base, ephemeral=True)
     url = pg.start()
     yield PgServer("embedded-pg18", url)
     pg.stop()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

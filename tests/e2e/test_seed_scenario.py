@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.embedded import free_port
-from services.topics import ORDER_STATUS, RESERVE_EVENTS, ensure_topics
+from services.topics import ORDER_STATUS, ensure_topics
 from tests.conftest import PgServer
 from tests.support import (
     ERP_AUTH,
@@ -94,7 +95,7 @@ def _eventually(client: httpx.Client, path: str, manager: str, check: Any,
 
 
 async def _status_messages(kafka: str, start: dict[TopicPartition, int], order_id: str,
-                           want: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+                           want: str, within_s: float = 10.0) -> list[dict[str, Any]]:
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -102,7 +103,7 @@ async def _status_messages(kafka: str, start: dict[TopicPartition, int], order_i
         for tp, offset in start.items():
             consumer.seek(tp, offset)
         found: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within_s
         while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
@@ -134,10 +135,9 @@ async def _end_offsets(kafka: str, topic: str) -> dict[TopicPartition, int]:
         await consumer.stop()
 
 
-async def test_seed_story_turns_the_requesting_order_green(service: Running) -> None:
+def test_seed_story_turns_the_requesting_order_green(service: Running) -> None:
     owner_order, requester_order = uid("F-"), uid("R-")
-    status_start = await _end_offsets(service.kafka, ORDER_STATUS)
-    events_start = await _end_offsets(service.kafka, RESERVE_EVENTS)
+    status_start = asyncio.run(_end_offsets(service.kafka, ORDER_STATUS))
     with httpx.Client(base_url=service.url, timeout=10) as client:
         posted = client.post("/v1/erp/events", json=seed_facts(owner_order, requester_order),
                              headers=ERP_AUTH)
@@ -178,13 +178,13 @@ async def test_seed_story_turns_the_requesting_order_green(service: Running) -> 
         after = _eventually(client, f"/v1/stock/{WAREHOUSE}/{SKU}", "ivanov", lambda b: True)
         assert after["free"] == stock["free"] and after["on_hand"] == stock["on_hand"]
 
-    messages = await _status_messages(service.kafka, status_start, requester_order, "green")
+    messages = asyncio.run(_status_messages(service.kafka, status_start, requester_order,
+                                            "green"))
     green = next(m for m in messages if m["status"] == "green")
     assert green["previous_status"] == "new" and green["number"] == "F4718999"
     assert {"event_id", "order_id", "number", "status", "previous_status", "lines",
             "occurred_at"} <= set(green)
     assert sum(1 for m in messages if m["status"] == "green") == 1
-    assert events_start  # the relay's topic exists; its content is covered by integration tests
 
 
 def test_unanswered_request_expires_and_the_requester_is_told(service: Running) -> None:

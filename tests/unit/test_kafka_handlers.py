@@ -170,7 +170,7 @@ async def test_a_fact_the_ingest_refuses_goes_to_the_dlq_with_the_reason(rig: Ri
     assert len(rig.erp.batches) == 1
     [dead] = rig.dlq
     assert dead.body == body and dead.key == b"o9"
-    assert dead.headers["error"] == "Event #0 ('ev-1') was refused: Customer order 'o9' is unknown."
+    assert dead.headers["error"] == "Event #1 ('ev-1') was refused: Customer order 'o9' is unknown."
     assert dead.headers["source"] == f"{ERP_EVENTS}/0/0"
 
 
@@ -183,6 +183,24 @@ async def test_an_unreachable_store_is_not_dead_lettered_but_raised_for_redelive
         await rig.publish(as_bytes(order_placed()), ERP_EVENTS)
     assert len(rig.erp.batches) == 1
     assert rig.dlq == []
+
+
+async def test_an_unexpected_failure_is_dead_lettered_so_the_partition_goes_on(rig: Rig) -> None:
+    rig.erp.raises = ValueError("a bug")
+    body = as_bytes(order_placed())
+    await rig.publish(body, ERP_EVENTS, key=b"o1")
+    [dead] = rig.dlq
+    assert dead.body == body
+    assert "Internal error (ValueError)" in dead.headers["error"]
+
+
+async def test_an_unexpected_command_failure_is_answered_and_dead_lettered(rig: Rig) -> None:
+    rig.commands.raises = ValueError("a bug")
+    await rig.publish(as_bytes(command("RequestReserve", REQUEST)), COMMANDS, key=b"cmd-1")
+    [result] = rig.results
+    assert result.json()["ok"] is False
+    assert result.json()["error"]["code"] == "internal_error"
+    assert len(rig.dlq) == 1
 
 
 # -- reserve.commands ---------------------------------------------------------------------------

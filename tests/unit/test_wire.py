@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from domain import commands as c
 from domain import facts as f
 from handlers.erp import Envelope
-from handlers.wire import MAX_BATCH, CommandMessage, parse_erp_body
+from handlers.wire import MAX_BATCH, CommandMessage, WireError, parse_erp_body
 from tests.support import envelope
 
 STOCK = {"warehouse": "W1", "sku": "S1", "on_hand": 10}
@@ -70,28 +70,28 @@ def test_a_list_of_the_maximum_batch_size_is_accepted() -> None:
 def test_a_list_longer_than_the_maximum_batch_size_is_refused() -> None:
     body = [envelope("OrderShipped", {"order_id": f"o{i}"}, f"ev-{i}")
             for i in range(MAX_BATCH + 1)]
-    with pytest.raises(ValidationError):
+    with pytest.raises(WireError):
         parse_erp_body(body)
 
 
 def test_an_empty_list_is_refused() -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(WireError):
         parse_erp_body([])
 
 
 @pytest.mark.parametrize("raw", [None, "text", 42, {"not": "an envelope"}])
 def test_a_body_that_is_not_an_envelope_is_refused(raw: Any) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(WireError):
         parse_erp_body(raw)
 
 
 def test_an_unknown_fact_type_is_refused() -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(WireError):
         parse_erp_body(envelope("StockLevelChanged", STOCK))
 
 
 def test_an_extra_field_in_the_envelope_is_refused() -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(WireError):
         parse_erp_body({**envelope("StockLevelSet", STOCK), "extra": 1})
 
 
@@ -102,32 +102,32 @@ def test_an_extra_field_in_the_envelope_is_refused() -> None:
     ("CustomerOrderPlaced", {**ORDER, "lines": [{**LINE, "price": 3}]}),
 ])
 def test_an_extra_field_in_the_data_is_refused(type_: str, data: dict[str, Any]) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(WireError):
         parse_erp_body(envelope(type_, data))
 
 
 @pytest.mark.parametrize("type_", ["StockLevelSet", "ReservePlaced", "OrderShipped"])
 def test_a_missing_data_field_is_refused(type_: str) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(WireError):
         parse_erp_body(envelope(type_, {}))
 
 
 @pytest.mark.parametrize("quantity", [0, -1, "8", True, 8.0, None])
 @pytest.mark.parametrize("type_", ["ReservePlaced", "ReserveReleased"])
 def test_a_reserve_quantity_must_be_a_positive_integer(type_: str, quantity: Any) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(WireError):
         parse_erp_body(envelope(type_, {**RESERVE, "quantity": quantity}))
 
 
 @pytest.mark.parametrize("quantity", [0, -1, "8", True])
 def test_an_order_line_quantity_must_be_a_positive_integer(quantity: Any) -> None:
     data = {**ORDER, "lines": [{"sku": "S1", "warehouse": "W1", "quantity": quantity}]}
-    with pytest.raises(ValidationError):
+    with pytest.raises(WireError):
         parse_erp_body(envelope("CustomerOrderPlaced", data))
 
 
 def test_an_order_without_lines_is_refused() -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(WireError):
         parse_erp_body(envelope("CustomerOrderPlaced", {**ORDER, "lines": []}))
 
 
@@ -137,22 +137,22 @@ def test_nothing_on_hand_is_a_valid_stock_level() -> None:
 
 @pytest.mark.parametrize("on_hand", [-1, "10", True])
 def test_a_stock_level_must_be_a_non_negative_integer(on_hand: Any) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(WireError):
         parse_erp_body(envelope("StockLevelSet", {**STOCK, "on_hand": on_hand}))
 
 
 def test_an_empty_event_id_is_refused() -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(WireError):
         parse_erp_body(envelope("OrderShipped", {"order_id": "o1"}) | {"event_id": ""})
 
 
 def test_a_malformed_occurred_at_is_refused() -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(WireError):
         parse_erp_body(envelope("OrderShipped", {"order_id": "o1"}) | {"occurred_at": "yesterday"})
 
 
 def test_one_bad_envelope_refuses_the_whole_list() -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(WireError):
         parse_erp_body([envelope("OrderShipped", {"order_id": "o1"}),
                         envelope("ReservePlaced", {**RESERVE, "quantity": 0})])
 
