@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from psycopg_pool import ConnectionPool
 
 from domain.ids import event_uuid
@@ -73,11 +73,13 @@ def encode(value: dict[str, Any]) -> bytes:
 
 class Relay:
     def __init__(self, store: ReserveStore, pool: ConnectionPool[Any],
-                 producer: AIOKafkaProducer, page: int = 500) -> None:
+                 producer: AIOKafkaProducer, page: int = 500,
+                 bootstrap_servers: str | None = None) -> None:
         self.store = store
         self.pool = pool
         self.producer = producer
         self.page = page
+        self.bootstrap_servers = bootstrap_servers or producer.client._bootstrap_servers
 
     def position(self) -> int:
         with self.pool.connection() as conn:
@@ -104,9 +106,7 @@ class Relay:
         if partitions is None:
             await self.producer.client.force_metadata_update()
             partitions = self.producer.client.cluster.partitions_for_topic(RESERVE_EVENTS) or set()
-        from aiokafka import AIOKafkaConsumer
-
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.producer.client._bootstrap_servers)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers)
         await consumer.start()
         try:
             ends = await consumer.end_offsets([TopicPartition(RESERVE_EVENTS, p)

@@ -147,7 +147,8 @@ async def _republish(settings: Settings, start: int, stop: int | None) -> int:
                                 enable_idempotence=settings.kafka_enable_idempotence)
     await producer.start()
     try:
-        sent = await Relay(core.store, core.pool, producer).republish(start, stop)
+        relay = Relay(core.store, core.pool, producer, bootstrap_servers=infra.bootstrap_servers)
+        sent = await relay.republish(start, stop)
     finally:
         await producer.stop()
         core.close()

@@ -139,7 +139,8 @@ class Service:
             enable_idempotence=s.kafka_enable_idempotence, linger_ms=1,
         )
         await self.producer.start()
-        self.relay = Relay(core.store, core.pool, self.producer)
+        self.relay = Relay(core.store, core.pool, self.producer,
+                           bootstrap_servers=self.infra.bootstrap_servers)
         await self.relay.rewind_if_topic_lost()
         self.broker = KafkaBroker(self.infra.bootstrap_servers, logger=None,
                                   enable_idempotence=s.kafka_enable_idempotence)
