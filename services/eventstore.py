@@ -17,8 +17,14 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import ApplicationRecorder, StoredEvent
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    InterfaceError,
+    OperationalError,
+    StoredEvent,
+)
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
+from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow
@@ -45,8 +51,21 @@ class DuplicateReceiptError(Exception):
     """Another transaction processed the same message first; the caller re-reads its receipt."""
 
 
+# eventsourcing retries a failed database call ten times, each waiting out the connect timeout:
+# close to a minute before a caller hears that PostgreSQL is down. One quick retry (a stale
+# pooled connection after a restart) is enough; then callers get a prompt 503.
+_quick_retry = retry((InterfaceError, OperationalError), max_attempts=2, wait=0.1)
+
+
 class ReservesRecorder(PostgresApplicationRecorder):
     """Writes receipts in the transaction that stores the events."""
+
+    insert_events = _quick_retry(PostgresApplicationRecorder.insert_events.__wrapped__)
+    select_events = _quick_retry(PostgresApplicationRecorder.select_events.__wrapped__)
+    select_notifications = _quick_retry(
+        PostgresApplicationRecorder.select_notifications.__wrapped__)
+    max_notification_id = _quick_retry(
+        PostgresApplicationRecorder.max_notification_id.__wrapped__)
 
     def __init__(self, datastore: Any, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
@@ -120,7 +139,7 @@ def postgres_env(database_url: str, *, pool_size: int = 8) -> dict[str, str]:
         "POSTGRES_POOL_SIZE": str(pool_size),
         "POSTGRES_MAX_OVERFLOW": str(pool_size),
         "POSTGRES_PRE_PING": "y",
-        "POSTGRES_CONNECT_TIMEOUT": "5",
+        "POSTGRES_CONNECT_TIMEOUT": "3",
         "POSTGRES_LOCK_TIMEOUT": "10",
         "CREATE_TABLE": "y",
     }

@@ -80,7 +80,7 @@ class Core:
     def __post_init__(self) -> None:
         self.store = ReserveStore(env=postgres_env(self.database_url))
         self.pool = ConnectionPool(self.database_url, min_size=1, max_size=16, open=True,
-                                   timeout=5.0, kwargs={"autocommit": True, "connect_timeout": 5},
+                                   timeout=3.0, kwargs={"autocommit": True, "connect_timeout": 3},
                                    check=ConnectionPool.check_connection)
         with self.pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(7412001)")  # one schema creator at a time
