@@ -152,10 +152,14 @@ class CustomerOrder(Aggregate):
             )
         return line
 
-    def guard_can_receive(self, warehouse: str, sku: str, quantity: int) -> None:
+    def _changeable_line(self, warehouse: str, sku: str, quantity: int) -> OrderLine:
+        """The line a change of ``quantity`` units would touch, if any change is allowed."""
         guard_quantity(quantity)
         self.guard_active()
-        line = self.guard_line(warehouse, sku)
+        return self.guard_line(warehouse, sku)
+
+    def guard_can_receive(self, warehouse: str, sku: str, quantity: int) -> None:
+        line = self._changeable_line(warehouse, sku, quantity)
         if quantity > line.shortage:
             raise errors.ExceedsShortageError(
                 f"Customer order {self.number} is short of only {line.shortage} of {sku}; "
@@ -163,9 +167,7 @@ class CustomerOrder(Aggregate):
             )
 
     def guard_can_release(self, warehouse: str, sku: str, quantity: int) -> None:
-        guard_quantity(quantity)
-        self.guard_active()
-        line = self.guard_line(warehouse, sku)
+        line = self._changeable_line(warehouse, sku, quantity)
         if quantity > line.reserved:
             raise errors.InsufficientReserveError(
                 f"Customer order {self.number} holds only {line.reserved} of {sku} "
@@ -175,9 +177,7 @@ class CustomerOrder(Aggregate):
     # -- ERP facts -------------------------------------------------------------------------
 
     def place_reserve(self, warehouse: str, sku: str, quantity: int) -> None:
-        guard_quantity(quantity)
-        self.guard_active()
-        line = self.guard_line(warehouse, sku)
+        line = self._changeable_line(warehouse, sku, quantity)
         if line.reserved + quantity > line.ordered:
             raise errors.ExceedsOrderedError(
                 f"Customer order {self.number} ordered {line.ordered} of {sku} and holds "
@@ -188,9 +188,7 @@ class CustomerOrder(Aggregate):
         self._record_status_change(before)
 
     def release_reserve(self, warehouse: str, sku: str, quantity: int) -> None:
-        guard_quantity(quantity)
-        self.guard_active()
-        line = self.guard_line(warehouse, sku)
+        line = self._changeable_line(warehouse, sku, quantity)
         if quantity > line.reserved:
             raise errors.ReleaseExceedsReserveError(
                 f"Customer order {self.number} holds {line.reserved} of {sku} at warehouse "

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from services.embedded import free_port
+from tests.e2e import serve
 from tests.support import seed_facts, uid, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -24,24 +23,7 @@ def _serve(var: Path, port: int) -> subprocess.Popen[bytes]:
                         "RESERVES_ERP_TOKENS")}
     env.update({"RESERVES_VAR_DIR": str(var), "HTTP_PORT": str(port),
                 "KAFKA_SESSION_TIMEOUT_MS": "6000"})
-    out = open(var / "serve.log", "ab")  # noqa: SIM115 - handed to the child
-    return subprocess.Popen([sys.executable, "-m", "services.cli", "serve"], env=env,
-                            stdout=out, stderr=subprocess.STDOUT)
-
-
-def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    def healthy() -> bool:
-        assert proc.poll() is None, f"reserves serve exited early:\n{log.read_text()}"
-        try:
-            return httpx.get(f"{url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-    wait_for(healthy, timeout=90, interval=0.1, what="reserves serve on embedded defaults")
-
-
-def _stop(proc: subprocess.Popen[bytes], log: Path) -> None:
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(30) == 0, log.read_text()
+    return serve.start(env, var / "serve.log")
 
 
 def test_embedded_service_keeps_its_data_across_a_ctrl_c_restart(traversable_tmp: Path) -> None:
@@ -50,7 +32,7 @@ def test_embedded_service_keeps_its_data_across_a_ctrl_c_restart(traversable_tmp
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
     proc = _serve(tmp_path, port)
-    _wait_healthy(proc, url, log)
+    serve.wait_healthy(proc, url, log)
     tokens = json.loads((tmp_path / "dev-tokens.json").read_text())
     assert oct((tmp_path / "dev-tokens.json").stat().st_mode & 0o777) == "0o600"
     erp = {"Authorization": f"Bearer {tokens['erp'][0]}"}
@@ -64,20 +46,20 @@ def test_embedded_service_keeps_its_data_across_a_ctrl_c_restart(traversable_tmp
         wait_for(lambda: httpx.get(f"{url}/v1/orders/{requester}", headers=manager,
                                    timeout=5).status_code == 200, what="the order view")
     finally:
-        _stop(proc, log)
+        serve.stop(proc, log)
     assert "Development tokens" in log.read_text()  # the dev default is printed at start
     assert not _embedded_still_running(tmp_path)
 
     proc = _serve(tmp_path, port)
     try:
-        _wait_healthy(proc, url, log)
+        serve.wait_healthy(proc, url, log)
         order = httpx.get(f"{url}/v1/orders/{requester}", headers=manager, timeout=5)
         assert order.status_code == 200 and order.json()["number"] == "F4718999"
         again = httpx.post(f"{url}/v1/erp/events", json=facts,
                            headers=erp, timeout=10)
         assert again.json() == {"accepted": 0, "duplicates": 5}
     finally:
-        _stop(proc, log)
+        serve.stop(proc, log)
 
 
 def _embedded_still_running(var: Path) -> bool:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from services.embedded import free_port
 from services.topics import ORDER_STATUS, ensure_topics
 from tests.conftest import PgServer
+from tests.e2e import serve
 from tests.support import (
     ERP_AUTH,
     ERP_TOKEN,
@@ -65,22 +64,11 @@ def service(pg_server: PgServer, kafka_bootstrap: str,
         "RESERVES_VAR_DIR": str(var),
     }
     log = var / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve"], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+    proc = serve.start(env, log)
     url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert proc.poll() is None, f"reserves serve exited early:\n{log.read_text()}"
-        try:
-            return httpx.get(f"{url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(healthy, timeout=90, interval=0.1, what="reserves serve to answer /health")
+    serve.wait_healthy(proc, url, log)
     yield Running(url, kafka_bootstrap, proc, log)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(30) == 0, log.read_text()
+    serve.stop(proc, log)
     pg_server.drop(database_url)
 
 
