@@ -17,6 +17,15 @@ def success_text(quantity: int, sku: str, number: str, date: datetime) -> str:
     )
 
 
+def given_out_text(quantity: int, sku: str, from_number: str, to_number: str,
+                   requester: str) -> str:
+    """What the owner keeps as a record of their own give."""
+    return (
+        f"Вы отдали резерв {quantity} шт. {sku} из заказа клиента {from_number} "
+        f"в заказ клиента {to_number} ({requester})."
+    )
+
+
 def request_text(requester: str, quantity: int, sku: str, warehouse: str,
                  from_number: str, to_number: str) -> str:
     return (

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
+from uuid import uuid5
 
 from eventsourcing.domain import DomainEvent
 from psycopg import Connection, Cursor
@@ -80,12 +81,15 @@ def _release_all(cur: Cursor[Any], order_id: str) -> None:
 
 
 def _inbox(cur: Cursor[Any], event: DomainEvent, position: int, manager: str, kind: str,
-           text: str) -> None:
+           text: str, suffix: str = "") -> None:
+    """One message to one manager; its id is derived from the event (and ``suffix`` when one
+    event tells two people), so a replay writes the same ids."""
+    event_id = event_uuid(event.originator_id, event.originator_version)
+    message_id = str(uuid5(event_id, suffix)) if suffix else str(event_id)
     cur.execute(
         "INSERT INTO rm_inbox (id, manager, kind, text, request_id, created_at, position) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
-        (str(event_uuid(event.originator_id, event.originator_version)), manager, kind, text,
-         str(event.originator_id), event.timestamp, position),
+        (message_id, manager, kind, text, str(event.originator_id), event.timestamp, position),
     )
 
 
@@ -172,6 +176,9 @@ def on_given(cur: Cursor[Any], e: Any, position: int) -> None:
     r = _request(cur, e)
     _inbox(cur, e, position, r["requester"], "reserve_given", messages.success_text(
         e.quantity, r["sku"], r["from_order_number"], r["from_order_date"]))
+    _inbox(cur, e, position, r["owner"], "reserve_given_out", messages.given_out_text(
+        e.quantity, r["sku"], r["from_order_number"], r["to_order_number"], r["requester"]),
+        suffix="owner")
 
 
 def on_declined(cur: Cursor[Any], e: Any, position: int) -> None:

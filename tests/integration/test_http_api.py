@@ -339,7 +339,12 @@ def test_inbox_lists_the_newest_message_first(client: TestClient, core: Core) ->
         ("reserve_given", second), ("reserve_declined", first)]
     assert messages[0]["text"] == SEED_SUCCESS
     assert messages[0]["created_at"] >= messages[1]["created_at"]
-    assert [m["request_id"] for m in inbox(client, "petrova")] == [second, first]
+    assert [(m["kind"], m["request_id"]) for m in inbox(client, "petrova")] == [
+        ("reserve_given_out", second), ("reserve_requested", second),
+        ("reserve_requested", first)]
+    assert inbox(client, "petrova")[0]["text"] == (
+        "Вы отдали резерв 8 шт. CTS66443 из заказа клиента F4718837 в заказ клиента F4718999 "
+        "(ivanov).")
 
 
 # -- errors: status and shape; nothing changed --------------------------------------------------
