@@ -92,12 +92,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from services.runtime import Core, Infrastructure
 
-    infra = Infrastructure(settings.database_url or "", "")
-    if settings.database_url is None:
-        from services.embedded import EmbeddedPostgres
-
-        infra.embedded_pg = EmbeddedPostgres(settings.var_dir)
-        infra.database_url = infra.embedded_pg.start()
+    infra = Infrastructure.start(settings, with_broker=False)
     core = Core(settings, infra.database_url)
     try:
         total = core.store.recorder.max_notification_id() or 0
@@ -134,12 +129,7 @@ async def _republish(settings: Settings, start: int, stop: int | None) -> int:
     if settings.kafka_bootstrap_servers is None:
         raise SettingsError("republish needs KAFKA_BOOTSTRAP_SERVERS: the embedded broker lives "
                             "inside `reserves serve`, whose relay republishes on its own.")
-    infra = Infrastructure(settings.database_url or "", settings.kafka_bootstrap_servers)
-    if settings.database_url is None:
-        from services.embedded import EmbeddedPostgres
-
-        infra.embedded_pg = EmbeddedPostgres(settings.var_dir)
-        infra.database_url = infra.embedded_pg.start()
+    infra = Infrastructure.start(settings)  # the broker is named: only PostgreSQL may embed
     core = Core(settings, infra.database_url)
     await ensure_topics(infra.bootstrap_servers, settings.kafka_partitions,
                         settings.kafka_replication_factor)

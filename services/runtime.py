@@ -44,14 +44,16 @@ class Infrastructure:
     embedded_broker: EmbeddedBroker | None = None
 
     @classmethod
-    def start(cls, settings: Settings) -> Infrastructure:
+    def start(cls, settings: Settings, *, with_broker: bool = True) -> Infrastructure:
+        """Starts whatever is embedded; ``with_broker=False`` is for tools that need only
+        PostgreSQL (``bootstrap_servers`` is then empty unless the variable names one)."""
         pg = broker = None
         url = settings.database_url
         if url is None:
             pg = EmbeddedPostgres(settings.var_dir)
             url = pg.start()
-        bootstrap = settings.kafka_bootstrap_servers
-        if bootstrap is None:
+        bootstrap = settings.kafka_bootstrap_servers or ""
+        if not bootstrap and with_broker:
             broker = EmbeddedBroker(settings.var_dir)
             bootstrap = broker.start()
         return cls(url, bootstrap, pg, broker)
