@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from services.settings import DEV_MANAGERS, Settings, SettingsError, load_settings
+from services.settings import Settings, SettingsError, load_settings
 
 console = Console(stderr=True)
 
@@ -26,11 +26,12 @@ def _print_dev_tokens(settings: Settings) -> None:
         return
     console.print("[bold yellow]Development tokens[/] (RESERVES_API_TOKENS / RESERVES_ERP_TOKENS "
                   f"unset; kept in {settings.var_dir / 'dev-tokens.json'}):")
-    for token, manager in sorted(settings.api_tokens.items(), key=lambda kv: kv[1]):
-        if manager in DEV_MANAGERS:
+    if settings.generated_api_tokens:  # tokens from the environment are never printed
+        for token, manager in sorted(settings.api_tokens.items(), key=lambda kv: kv[1]):
             console.print(f"  manager {manager:<8} Bearer {token}")
-    for token in sorted(settings.erp_tokens):
-        console.print(f"  ERP connector    Bearer {token}")
+    if settings.generated_erp_tokens:
+        for token in sorted(settings.erp_tokens):
+            console.print(f"  ERP connector    Bearer {token}")
 
 
 class _Server(uvicorn.Server):

@@ -30,7 +30,8 @@ class Settings:
     kafka_replication_factor: int = 1
     kafka_enable_idempotence: bool = False
     kafka_session_timeout_ms: int = 10_000
-    tokens_generated: bool = False
+    generated_api_tokens: bool = False
+    generated_erp_tokens: bool = False
 
     @property
     def embedded_postgres(self) -> bool:
@@ -39,6 +40,10 @@ class Settings:
     @property
     def embedded_kafka(self) -> bool:
         return not self.kafka_bootstrap_servers
+
+    @property
+    def tokens_generated(self) -> bool:
+        return self.generated_api_tokens or self.generated_erp_tokens
 
 
 def parse_api_tokens(raw: str) -> dict[str, str]:
@@ -93,14 +98,12 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     var_dir = Path(env.get("RESERVES_VAR_DIR") or "var").resolve()
     api_raw, erp_raw = env.get("RESERVES_API_TOKENS"), env.get("RESERVES_ERP_TOKENS")
-    generated = False
     if api_raw and erp_raw:
         api_tokens, erp_tokens = parse_api_tokens(api_raw), parse_erp_tokens(erp_raw)
     else:
         dev_api, dev_erp = _dev_tokens(var_dir)
         api_tokens = parse_api_tokens(api_raw) if api_raw else dev_api
         erp_tokens = parse_erp_tokens(erp_raw) if erp_raw else dev_erp
-        generated = True
     if set(api_tokens) & erp_tokens:
         raise SettingsError("A token cannot be both a manager's (RESERVES_API_TOKENS) and an "
                             "ERP connector's (RESERVES_ERP_TOKENS).")
@@ -133,5 +136,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         kafka_enable_idempotence=(env.get("KAFKA_ENABLE_IDEMPOTENCE", "").lower()
                                   in ("1", "true", "yes")),
         kafka_session_timeout_ms=_int(env, "KAFKA_SESSION_TIMEOUT_MS", 10_000),
-        tokens_generated=generated,
+        generated_api_tokens=not api_raw,
+        generated_erp_tokens=not erp_raw,
     )

@@ -198,3 +198,16 @@ def test_an_http_port_outside_the_tcp_range_is_refused_naming_the_variable(
 def test_erp_tokens_that_name_no_token_are_refused(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="RESERVES_ERP_TOKENS"):
         load(tmp_path, RESERVES_API_TOKENS="a=t1", RESERVES_ERP_TOKENS=" , ")
+
+
+def test_tokens_from_the_environment_are_never_printed_beside_generated_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from services.cli import _print_dev_tokens
+
+    settings = load(tmp_path, RESERVES_API_TOKENS="ivanov=secret-from-env-123456789")
+    assert (settings.generated_api_tokens, settings.generated_erp_tokens) == (False, True)
+    _print_dev_tokens(settings)
+    printed = capsys.readouterr().err
+    assert "secret-from-env-123456789" not in printed
+    assert next(iter(settings.erp_tokens)) in printed
