@@ -25,11 +25,15 @@ READ_MODEL_TABLES = ("rm_stock", "rm_orders", "rm_order_lines", "rm_reserves", "
 
 
 def create_schema(conn: Connection[Any]) -> None:
+    """The read models' tables and their tracking rows ('views', 'relay')."""
     conn.execute(resources.files("projections").joinpath("schema.sql").read_text())
-    conn.execute(
-        "INSERT INTO rm_tracking (name, position) VALUES (%s, 0) ON CONFLICT DO NOTHING",
-        (TRACKING_NAME,),
-    )
+
+
+def tracked_position(pool: ConnectionPool[Any], name: str) -> int:
+    with pool.connection() as conn:
+        row = conn.execute("SELECT position FROM rm_tracking WHERE name = %s",
+                           (name,)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _order_id(cur: Cursor[Any], event: DomainEvent) -> str:
@@ -237,10 +241,7 @@ class Projector:
         self.name = name
 
     def position(self) -> int:
-        with self.pool.connection() as conn:
-            row = conn.execute("SELECT position FROM rm_tracking WHERE name = %s",
-                               (self.name,)).fetchone()
-        return int(row[0]) if row else 0
+        return tracked_position(self.pool, self.name)
 
     def _apply_page(self, cur: Cursor[Any], position: int, limit: int) -> tuple[int, int]:
         """Applies up to ``limit`` events after ``position``; returns (applied, new position)."""

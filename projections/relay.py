@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from psycopg_pool import ConnectionPool
 
 from domain.ids import event_uuid
+from projections.projector import tracked_position
 from services.eventstore import ReserveStore
 from services.topics import ORDER_STATUS, RESERVE_EVENTS
 
@@ -82,14 +83,7 @@ class Relay:
         self.bootstrap_servers = bootstrap_servers or producer.client._bootstrap_servers
 
     def position(self) -> int:
-        with self.pool.connection() as conn:
-            row = conn.execute(
-                "INSERT INTO rm_tracking (name, position) VALUES (%s, 0) "
-                "ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING position",
-                (TRACKING_NAME,),
-            ).fetchone()
-        assert row is not None
-        return int(row[0])
+        return tracked_position(self.pool, TRACKING_NAME)
 
     def set_position(self, position: int) -> None:
         with self.pool.connection() as conn:

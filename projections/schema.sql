@@ -3,6 +3,8 @@ CREATE TABLE IF NOT EXISTS rm_tracking (
     name text PRIMARY KEY,
     position bigint NOT NULL DEFAULT 0
 );
+-- 'views': the projector's position; 'relay': the last position published to Kafka.
+INSERT INTO rm_tracking (name) VALUES ('views'), ('relay') ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS rm_stock (
     warehouse text NOT NULL,
     sku text NOT NULL,
