@@ -32,6 +32,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def backoff(attempt: int) -> None:
+    """A short, jittered pause before retrying a save that lost a race."""
+    time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 - jitter, not crypto
+
+
 class RetriesExhaustedError(Exception):
     """Concurrent writers kept winning; the caller may try again."""
 
@@ -76,7 +81,7 @@ class CommandHandler:
             try:
                 self.store.save_all(aggregates, receipts)
             except (RecordConflictError, DuplicateReceiptError):
-                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 - jitter
+                backoff(attempt)
                 continue
             return outcome
         raise RetriesExhaustedError(f"{type(command).__name__} lost {MAX_ATTEMPTS} races in a row")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-import time
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -15,7 +13,7 @@ from domain import facts as f
 from domain.ids import order_uuid, stock_item_uuid
 from domain.order import CustomerOrder
 from domain.stock import StockItem
-from handlers.commands import MAX_ATTEMPTS, RetriesExhaustedError
+from handlers.commands import MAX_ATTEMPTS, RetriesExhaustedError, backoff
 from services.eventstore import DuplicateReceiptError, Receipt, ReserveStore
 
 
@@ -132,7 +130,7 @@ class ErpIngest:
             try:
                 self.store.save_all(batch.touched.values(), list(receipts.values()))
             except (RecordConflictError, DuplicateReceiptError):
-                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 - jitter
+                backoff(attempt)
                 continue
             return IngestResult(accepted=len(receipts), duplicates=duplicates)
         raise RetriesExhaustedError(f"an ERP batch lost {MAX_ATTEMPTS} races in a row")

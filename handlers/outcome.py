@@ -31,9 +31,8 @@ def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
-def refusal(error: DomainError, prefix: str = "") -> Outcome:
-    status = STATUS_BY_KIND.get(error.kind, 409)
-    return Outcome(status, error_body(error.code, prefix + error.message))
+def refusal(error: DomainError) -> Outcome:
+    return Outcome(STATUS_BY_KIND.get(error.kind, 409), error_body(error.code, error.message))
 
 
 def fingerprint(payload: Any) -> str:
@@ -42,6 +41,3 @@ def fingerprint(payload: Any) -> str:
                            default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
-
-class StoreUnavailableError(Exception):
-    """PostgreSQL cannot be reached; callers get a 503 and may try again."""

@@ -160,10 +160,6 @@ class ReserveStore(Application[UUID]):
     def reserves_recorder(self) -> ReservesRecorder:
         return cast(ReservesRecorder, self.recorder)
 
-    @property
-    def events_table(self) -> str:
-        return "reserves_events"
-
     # -- loading ----------------------------------------------------------------------------
 
     def _find(self, aggregate_id: UUID) -> Aggregate | None:
