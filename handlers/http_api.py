@@ -21,8 +21,10 @@ from handlers import wire
 from handlers.auth import Authenticator, Caller
 from handlers.commands import CommandHandler, RetriesExhaustedError
 from handlers.erp import ErpIngest, FactRefusedError
+from handlers.observe_http import Readiness, add_schemas, body_of, install
 from handlers.outcome import STATUS_BY_KIND, Outcome, error_body
 from projections.queries import Views
+from services.observability import record_command, record_erp, record_erp_refusal
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,23 @@ def _validate(model: type[BaseModel], payload: Any) -> Any:
     return model.model_validate(payload)
 
 
-def create_http_app(services: Services, *, title: str = "Reserve exchange") -> FastAPI:
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": wire.ErrorBody, "description": what} for status, what in (
+        (400, "malformed"), (401, "no or bad token"), (403, "not yours"),
+        (404, "unknown id"), (409, "a rule of the domain says no"), (422, "fails validation"),
+        (503, "PostgreSQL unreachable; nothing changed"))}
+
+
+def _answers(model: type[BaseModel], status: int = 200) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": model}, **ERRORS}
+
+
+def create_http_app(services: Services, *, title: str = "Reserve exchange",
+                    readiness: Readiness | None = None) -> FastAPI:
     app = FastAPI(title=title, version="1", docs_url="/docs", redoc_url=None)
+    install(app, readiness)  # /metrics, /ready, /asyncapi, X-Correlation-Id
+    add_schemas(app, {"ErpEvents": wire.ERP_MESSAGE, "RequestReserveBody": wire.RequestReserveBody,
+                      "GiveBody": wire.GiveBody, "DeclineBody": wire.DeclineBody})
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -113,13 +130,15 @@ def create_http_app(services: Services, *, title: str = "Reserve exchange") -> F
         cmd = build(await _json_body(request))
         scoped = f"http:{who.name}:{key}" if key is not None else None
         outcome: Outcome = await run_in_threadpool(services.commands.execute, cmd, who.name, scoped)
+        record_command(type(cmd).__name__, outcome, "http")
         return JSONResponse(outcome.body, status_code=outcome.status)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/v1/erp/events")
+    @app.post("/v1/erp/events", responses=_answers(wire.ErpAccepted),
+              openapi_extra=body_of("ErpEvents"))
     async def post_erp_events(request: Request) -> JSONResponse:
         caller(request, "erp")
         payload = await _json_body(request)
@@ -129,20 +148,22 @@ def create_http_app(services: Services, *, title: str = "Reserve exchange") -> F
         try:
             result = await run_in_threadpool(services.erp.ingest, envelopes)
         except FactRefusedError as e:
+            record_erp_refusal(e.error.code, len(envelopes), "http")
             return _error(STATUS_BY_KIND.get(e.error.kind, 409), e.error.code, str(e))
+        record_erp(result.accepted, result.duplicates, "http")
         return JSONResponse({"accepted": result.accepted, "duplicates": result.duplicates})
 
-    @app.get("/v1/stock/{warehouse}/{sku}")
+    @app.get("/v1/stock/{warehouse}/{sku}", responses=_answers(wire.StockView))
     async def get_stock(request: Request, warehouse: str, sku: str) -> dict[str, Any]:
         caller(request, "manager")
         return await run_in_threadpool(services.views.stock, warehouse, sku)
 
-    @app.get("/v1/stock/{warehouse}/{sku}/reserves")
+    @app.get("/v1/stock/{warehouse}/{sku}/reserves", responses=_answers(wire.ReservesView))
     async def get_reserves(request: Request, warehouse: str, sku: str) -> dict[str, Any]:
         caller(request, "manager")
         return await run_in_threadpool(services.views.reserves, warehouse, sku)
 
-    @app.get("/v1/orders/{order_id}")
+    @app.get("/v1/orders/{order_id}", responses=_answers(wire.OrderView))
     async def get_order(request: Request, order_id: str) -> dict[str, Any]:
         caller(request, "manager")
         found = await run_in_threadpool(services.views.order, order_id)
@@ -150,7 +171,7 @@ def create_http_app(services: Services, *, title: str = "Reserve exchange") -> F
             raise ApiError(404, "order_not_found", f"Customer order {order_id!r} is unknown.")
         return found
 
-    @app.get("/v1/reserve-requests/{request_id}")
+    @app.get("/v1/reserve-requests/{request_id}", responses=_answers(wire.RequestView))
     async def get_request(request: Request, request_id: str) -> dict[str, Any]:
         caller(request, "manager")
         found = await run_in_threadpool(services.views.request, request_id)
@@ -158,25 +179,30 @@ def create_http_app(services: Services, *, title: str = "Reserve exchange") -> F
             raise ApiError(404, "request_not_found", f"Reserve request {request_id!r} is unknown.")
         return found
 
-    @app.get("/v1/inbox")
+    @app.get("/v1/inbox", responses=_answers(wire.InboxView))
     async def get_inbox(request: Request) -> dict[str, Any]:
         who = caller(request, "manager")
         return await run_in_threadpool(services.views.inbox, who.name)
 
-    @app.post("/v1/reserve-requests", status_code=201)
+    @app.post("/v1/reserve-requests", status_code=201,
+              responses=_answers(wire.RequestAnswer, 201),
+              openapi_extra=body_of("RequestReserveBody"))
     async def post_request(request: Request) -> JSONResponse:
         return await command(request,
                              lambda b: _validate(wire.RequestReserveBody, b).command())
 
-    @app.post("/v1/reserve-requests/{request_id}/give")
+    @app.post("/v1/reserve-requests/{request_id}/give", responses=_answers(wire.RequestAnswer),
+              openapi_extra=body_of("GiveBody", required=False))
     async def post_give(request: Request, request_id: str) -> JSONResponse:
         return await command(request, lambda b: _validate(wire.GiveBody, b).command(request_id))
 
-    @app.post("/v1/reserve-requests/{request_id}/decline")
+    @app.post("/v1/reserve-requests/{request_id}/decline",
+              responses=_answers(wire.RequestAnswer), openapi_extra=body_of("DeclineBody"))
     async def post_decline(request: Request, request_id: str) -> JSONResponse:
         return await command(request, lambda b: _validate(wire.DeclineBody, b).command(request_id))
 
-    @app.post("/v1/reserve-requests/{request_id}/cancel")
+    @app.post("/v1/reserve-requests/{request_id}/cancel",
+              responses=_answers(wire.RequestAnswer))
     async def post_cancel(request: Request, request_id: str) -> JSONResponse:
         return await command(request, lambda b: _validate(wire.CancelBody, b).command(request_id))
 

@@ -6,6 +6,7 @@ a replay from position 0 rebuilds exactly what the incremental runs built.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
@@ -18,6 +19,9 @@ from psycopg_pool import ConnectionPool
 from domain import messages
 from domain.ids import event_uuid
 from services.eventstore import ReserveStore
+from services.tracing import correlation_ids, log_correlated
+
+log = logging.getLogger(__name__)
 
 TRACKING_NAME = "views"
 READ_MODEL_TABLES = ("rm_stock", "rm_orders", "rm_order_lines", "rm_reserves", "rm_requests",
@@ -254,6 +258,9 @@ class Projector:
             position = int(notifications[-1].id)
             cur.execute("UPDATE rm_tracking SET position = %s WHERE name = %s",
                         (position, self.name))
+            if log.isEnabledFor(logging.INFO):
+                log_correlated(log, f"projected into {self.name}", notifications,
+                               correlation_ids(cur, notifications))
         return len(notifications), position
 
     def run_once(self, limit: int = 500) -> int:

