@@ -145,18 +145,19 @@ async def true_end_offsets(consumer: AIOKafkaConsumer, tps: list[TopicPartition]
     if not probe:
         return ends
     consumer.assign(probe)
-    for tp in probe:
-        consumer.seek(tp, ends[tp] - 1)
-    waiting = set(probe)
-    deadline = time.monotonic() + wait_s
-    while waiting and time.monotonic() < deadline:
-        batches = await consumer.getmany(*waiting, timeout_ms=200)
-        for tp, records in batches.items():
-            if records:
-                ends[tp] = max(ends[tp], records[-1].offset + 1)
-                waiting.discard(tp)
-        if not batches:
-            break  # nothing more to read (a control record ends the partition): keep the figure
+    try:
+        for tp in probe:
+            consumer.seek(tp, ends[tp] - 1)
+        waiting = set(probe)
+        deadline = time.monotonic() + wait_s
+        while waiting and time.monotonic() < deadline:  # a partition left waiting keeps its
+            batches = await consumer.getmany(*waiting, timeout_ms=100)  # figure
+            for tp, records in batches.items():
+                if records:
+                    ends[tp] = max(ends[tp], records[-1].offset + 1)
+                    waiting.discard(tp)
+    finally:
+        consumer.unsubscribe()  # no fetching in the background between rounds
     return ends
 
 
@@ -239,7 +240,7 @@ class Monitor:
         if existing is not None:
             return existing
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=group,
-                                    enable_auto_commit=False,
+                                    enable_auto_commit=False, fetch_max_wait_ms=50,
                                     request_timeout_ms=int(self.settings.timeout * 1000))
         try:
             await consumer.start()
