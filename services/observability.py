@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, disable_created_metrics
 from psycopg_pool import ConnectionPool
 
 from handlers.outcome import Outcome
@@ -31,6 +31,8 @@ from services.topics import DLQ
 log = logging.getLogger(__name__)
 
 RELAY_TRACKING = "relay"
+
+disable_created_metrics()  # no *_created series: Prometheus infers resets itself
 
 COMMANDS = Counter("reserves_commands_total", "Commands handled, by type, outcome and source.",
                    ["type", "outcome", "source"])
