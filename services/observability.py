@@ -67,20 +67,30 @@ def outcome_label(outcome: Outcome) -> str:
 
 
 def record_command(command_type: str, outcome: Outcome, source: str) -> None:
-    """Counts one handled command (source: ``http``, ``kafka``, ``timer``)."""
-    COMMANDS.labels(command_type, outcome_label(outcome), source).inc()
-    if outcome.error is not None:
-        REFUSALS.labels(outcome.error.get("code", "unknown"), source).inc()
+    """Counts and logs one handled command (source: ``http``, ``kafka``, ``timer``): the first
+    log line of a command's correlation id."""
+    label = outcome_label(outcome)
+    COMMANDS.labels(command_type, label, source).inc()
+    code = outcome.error.get("code", "unknown") if outcome.error is not None else None
+    if code is not None:
+        REFUSALS.labels(code, source).inc()
+    log.info("%s from %s: %s %d%s", command_type, source, label, outcome.status,
+             f" {code}" if code else "", extra={"command": command_type, "source": source,
+                                                 "status": outcome.status, "code": code})
 
 
 def record_erp(accepted: int, duplicates: int, source: str) -> None:
     ERP_FACTS.labels("accepted", source).inc(accepted)
     ERP_FACTS.labels("duplicate", source).inc(duplicates)
+    log.info("ERP facts from %s: %d accepted, %d duplicates", source, accepted, duplicates,
+             extra={"source": source, "accepted": accepted, "duplicates": duplicates})
 
 
 def record_erp_refusal(code: str, facts: int, source: str) -> None:
     ERP_FACTS.labels("refused", source).inc(facts)
     REFUSALS.labels(code, source).inc()
+    log.info("ERP facts from %s: %d refused, %s", source, facts, code,
+             extra={"source": source, "refused": facts, "code": code})
 
 
 @dataclass(frozen=True)

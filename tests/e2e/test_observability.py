@@ -163,6 +163,8 @@ def test_metrics_during_a_workload_and_the_traces_it_leaves(service: Running) ->
     lines = [json.loads(line) for line in service.log.read_text().splitlines()
              if line.startswith("{")]
     ours = [line for line in lines if line.get("correlation_id") == cid]
+    assert any(line["logger"] == "services.observability" and line.get("status") == 201
+               and line.get("command") == "RequestReserve" for line in ours), ours
     assert any(line["logger"] == "projections.relay" and line["message"].startswith("published")
                for line in ours), ours
     assert any(line["logger"] == "projections.projector"
