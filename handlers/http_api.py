@@ -103,7 +103,6 @@ def create_http_app(services: Services, *, title: str = "Reserve exchange",
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _error(exc.status_code, code, str(exc.detail))
 
-    @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, UNAVAILABLE):
             log.warning("store unavailable: %s", type(exc).__name__)
@@ -111,6 +110,12 @@ def create_http_app(services: Services, *, title: str = "Reserve exchange",
                           "The service cannot reach its database right now; try again shortly.")
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return _error(500, "internal_error", "Something went wrong on our side.")
+
+    # The store's errors by class, so they are answered inside the middleware (the answer keeps
+    # its X-Correlation-Id); anything else falls through to the catch-all.
+    for unavailable in UNAVAILABLE:
+        app.add_exception_handler(unavailable, _unexpected)
+    app.add_exception_handler(Exception, _unexpected)
 
     def caller(request: Request, kind: str) -> Caller:
         who = services.auth.identify(request.headers.get("authorization"))
