@@ -155,11 +155,12 @@ def cmd_republish(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_republish(settings, args.from_position, args.to_position))
 
 
-def cmd_schemas(args: argparse.Namespace, settings: Settings | None) -> int:
+def cmd_schemas(args: argparse.Namespace) -> int:
+    """Needs no settings: the documents come from the code alone."""
     from services.contracts import drift, export
 
     docs = Path(args.docs)
-    if args.check:
+    if args.action == "check":
         problems = drift(docs)
         for problem in problems:
             console.print(f"[red]differs from the code:[/] {docs / problem}")
@@ -186,8 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging()
     if args.command == "schemas":
-        args.check = args.action == "check"
-        return cmd_schemas(args, None)
+        return cmd_schemas(args)
     try:
         settings = load_settings()
     except SettingsError as e:
