@@ -26,6 +26,7 @@ from prometheus_client import Counter, Gauge, disable_created_metrics
 from psycopg_pool import ConnectionPool
 
 from handlers.outcome import Outcome
+from services.settings import SettingsError
 from services.topics import DLQ
 
 log = logging.getLogger(__name__)
@@ -96,11 +97,14 @@ def record_erp_refusal(code: str, facts: int, source: str) -> None:
 @dataclass(frozen=True)
 class MonitorSettings:
     """``RESERVES_MONITOR_INTERVAL`` (s, default 5), ``RESERVES_MONITOR_TIMEOUT`` (s, default 3),
-    ``RESERVES_READY_MAX_PROJECTION_LAG`` (events, default 1000)."""
+    ``RESERVES_READY_MAX_PROJECTION_LAG`` (events, default 1000), ``RESERVES_MONITOR_GROUPS``
+    (other consumer groups whose lag to report, ``group=topic,…``: e.g. the ERP connector's
+    group on reserve.events, subscribers' groups on order.status)."""
 
     interval: float = 5.0
     timeout: float = 3.0
     ready_max_projection_lag: int = 1000
+    groups: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> MonitorSettings:
@@ -109,7 +113,19 @@ class MonitorSettings:
             interval=float(env.get("RESERVES_MONITOR_INTERVAL") or 5.0),
             timeout=float(env.get("RESERVES_MONITOR_TIMEOUT") or 3.0),
             ready_max_projection_lag=int(env.get("RESERVES_READY_MAX_PROJECTION_LAG") or 1000),
+            groups=parse_groups(env.get("RESERVES_MONITOR_GROUPS") or ""),
         )
+
+
+def parse_groups(raw: str) -> tuple[tuple[str, str], ...]:
+    """``group=topic,group=topic`` → ((group, topic), …)."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        group, sep, topic = item.partition("=")
+        if not sep or not group.strip() or not topic.strip():
+            raise SettingsError(f"RESERVES_MONITOR_GROUPS: {item!r} is not group=topic")
+        pairs.append((group.strip(), topic.strip()))
+    return tuple(pairs)
 
 
 @dataclass
@@ -181,8 +197,9 @@ class Monitor:
                  settings: MonitorSettings | None = None) -> None:
         self.pool = pool
         self.bootstrap_servers = bootstrap_servers or None
-        self.groups = dict(groups or {})  # consumer group → the topic it consumes
         self.settings = settings or MonitorSettings()
+        # consumer group → the topic it consumes: ours, and those named in the settings
+        self.groups = {**dict(groups or {}), **dict(self.settings.groups)}
         self._reader: AIOKafkaConsumer | None = None
         self._group_readers: dict[str, AIOKafkaConsumer] = {}
         self._down_since: dict[str, float] = {}

@@ -80,3 +80,4 @@ def test_a_page_is_logged_once_per_correlation_id_with_its_positions() -> None:
     assert by_id == {"a": "published 3 events at positions 3-5",
                      "b": "published 1 event at positions 9",
                      None: "published 1 event at positions 10"}
+
