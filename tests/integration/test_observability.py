@@ -294,6 +294,36 @@ async def test_the_relay_and_projector_carry_the_stored_correlation_id(
     assert any(c == cid and m.startswith("projected") for m, c in projector_log.lines)
 
 
+async def check_dead_letter_keeps_the_correlation_id(kafka_bootstrap: str,
+                                                     consuming: KafkaBroker) -> None:
+    """A command without command_id goes to reserve.dlq with the id it came with."""
+    key, cid = uid("dl-").encode(), f"tool-{uuid.uuid4()}"
+    reader = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap)
+    await reader.start()
+    try:
+        await reader.topics()
+        tps = [TopicPartition(DLQ, p) for p in sorted(reader.partitions_for_topic(DLQ) or ())]
+        marks = await reader.end_offsets(tps)
+        reader.assign(tps)
+        for tp in tps:
+            reader.seek(tp, marks[tp])
+        await consuming.publish({"type": "RequestReserve", "actor": "ivanov", "data": {}},
+                                topic=COMMANDS, key=key, correlation_id=cid)
+        found: list[Any] = []
+
+        async def dead() -> bool:
+            for records in (await reader.getmany(timeout_ms=200)).values():
+                found.extend(r for r in records if r.key == key)
+            return bool(found)
+
+        await eventually(dead, "the command without command_id on reserve.dlq")
+    finally:
+        await reader.stop()
+    headers = {k: v.decode() for k, v in found[0].headers}
+    assert headers["correlation_id"] == cid
+    assert "command_id" in headers["error"] and headers["source"].startswith(f"{COMMANDS}/")
+
+
 @pytest.fixture
 async def consuming(core: Core, kafka_bootstrap: str) -> AsyncIterator[KafkaBroker]:
     await ensure_topics(kafka_bootstrap, 3, 1)
@@ -306,7 +336,7 @@ async def consuming(core: Core, kafka_bootstrap: str) -> AsyncIterator[KafkaBrok
     await broker.stop()
 
 
-async def test_a_kafka_command_is_correlated_by_header_into_store_and_result(
+async def test_kafka_messages_are_correlated_by_header_into_store_result_and_dlq(
         core: Core, kafka_bootstrap: str, consuming: KafkaBroker) -> None:
     owner, requester = uid("own-"), uid("req-")
     await asyncio.to_thread(core.erp.ingest, parse_erp_body(seed_facts(owner, requester)))
@@ -345,3 +375,4 @@ async def test_a_kafka_command_is_correlated_by_header_into_store_and_result(
     assert correlations(core, uuid.UUID(request_id)) == {cid}
     assert sample("reserves_commands_total", type="RequestReserve", outcome="ok",
                   source="kafka") == before + 1
+    await check_dead_letter_keeps_the_correlation_id(kafka_bootstrap, consuming)
