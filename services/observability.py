@@ -203,6 +203,7 @@ class Monitor:
         self._reader: AIOKafkaConsumer | None = None
         self._group_readers: dict[str, AIOKafkaConsumer] = {}
         self._down_since: dict[str, float] = {}
+        self._starting = asyncio.Lock()  # /ready and the loop may both need a reader at once
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -265,6 +266,10 @@ class Monitor:
     async def _started(self, group: str | None = None) -> AIOKafkaConsumer:
         """Long-lived consumers: one that reads offsets, and one per group that only asks for
         its committed offsets (it never subscribes, so it never joins the group)."""
+        async with self._starting:
+            return await self._start(group)
+
+    async def _start(self, group: str | None) -> AIOKafkaConsumer:
         existing = self._reader if group is None else self._group_readers.get(group)
         if existing is not None:
             return existing
