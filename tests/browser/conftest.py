@@ -88,7 +88,7 @@ class Screens:
 
     def shot(self, page: Page, name: str) -> Path:
         path = self.folder / f"{name}.png"
-        page.screenshot(path=str(path), animations="disabled", caret="hide")
+        page.screenshot(path=str(path), animations="disabled", caret="hide", full_page=True)
         assert path.stat().st_size > 1000, f"screenshot {name} is empty"
         if self.update_docs:
             DOCS.mkdir(parents=True, exist_ok=True)

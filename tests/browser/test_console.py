@@ -16,7 +16,7 @@ from tests.support import ERP_AUTH, SEED_SUCCESS, SKU, TOKENS, WAREHOUSE, envelo
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 TIMEOUT_MS = 20_000
-DESKTOP: ViewportSize = {"width": 1100, "height": 720}
+DESKTOP: ViewportSize = {"width": 1100, "height": 520}
 
 
 @pytest.fixture(autouse=True)
