@@ -220,6 +220,7 @@ REFUSALS: dict[str, dict[str, str]] = {
         "same_order": "Нельзя запрашивать резерв у того же заказа.",
         "invalid_quantity": "Количество должно быть целым числом не меньше 1.",
         "validation_failed": "Проверьте заполнение полей.",
+        "reason_required": "Укажите причину отказа (до 2000 знаков).",
         "unavailable": "Сервис временно недоступен. Попробуйте чуть позже.",
     },
     "en": {
@@ -242,6 +243,7 @@ REFUSALS: dict[str, dict[str, str]] = {
         "same_order": "You cannot request a reserve from the same order.",
         "invalid_quantity": "The quantity must be a whole number of at least 1.",
         "validation_failed": "Check the fields.",
+        "reason_required": "Give a reason for declining (up to 2000 characters).",
         "unavailable": "The service is unavailable right now. Try again shortly.",
     },
 }

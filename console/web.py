@@ -90,13 +90,13 @@ class Console:
         return response
 
     def execute(self, who: Caller, key: str, build: Callable[[], BaseModel],
-                make: Callable[[Any], c.Command]) -> Outcome:
+                make: Callable[[Any], c.Command], invalid: str = "invalid_quantity") -> Outcome:
         """Validates a form through the API's own wire model, then runs the command as ``who``;
         the form's one-time key makes a double submission return the first answer."""
         try:
             body = build()
         except ValidationError:
-            return Outcome(422, {"error": {"code": "invalid_quantity", "message": ""}})
+            return Outcome(422, {"error": {"code": invalid, "message": ""}})
         scoped = f"console:{who.name}:{key}" if 0 < len(key) <= 100 else None
         return self.services.commands.execute(make(body), who.name, scoped)
 
@@ -281,13 +281,14 @@ class Console:
             return discussions_page(request, who)
 
         def answer(request: Request, request_id: str, key: str, csrf: str, done: str,
-                   build: Callable[[], BaseModel], make: Callable[[Any], c.Command]) -> Response:
+                   build: Callable[[], BaseModel], make: Callable[[Any], c.Command],
+                   invalid: str = "invalid_quantity") -> Response:
             who = signed_in(request)
             if who is None:
                 return to_signin(request)
             if not session.csrf_ok(request, csrf):
                 return forbidden_form(request, who)
-            outcome = self.execute(who, key, build, make)
+            outcome = self.execute(who, key, build, make, invalid)
             if outcome.ok:
                 return _see_other("/discussions", done=done)
             return discussions_page(request, who, status=outcome.status, error=outcome.error,
@@ -312,7 +313,7 @@ class Console:
                     key: str = Form(""), csrf: str = Form("")) -> Response:
             return answer(request, request_id, key, csrf, "declined",
                           lambda: wire.DeclineBody.model_validate({"reason": reason.strip()}),
-                          lambda body: body.command(request_id))
+                          lambda body: body.command(request_id), invalid="reason_required")
 
         @r.post("/discussions/cancel")
         def cancel(request: Request, request_id: str = Form(""), key: str = Form(""),

@@ -265,6 +265,11 @@ def test_partial_give_decline_cancel_and_refused_over_request(
     ivanov.get_by_role("link", name="English").click()
     expect(ivanov.get_by_role("heading", name="Customer order provisioning")).to_be_visible()
     expect(ivanov.get_by_test_id("order-status")).to_have_text("▲ short by 3")
-    width = ivanov.evaluate("document.documentElement.scrollWidth")
-    assert width <= 360, f"the page scrolls sideways at 360 px ({width} px wide)"
     screens.shot(ivanov, "15-english-360px")
+    reserves = "/reserves?" + str(httpx.QueryParams(
+        {"order": ivanov_order, "sku": sku, "warehouse": WAREHOUSE}))
+    for path in (f"/order?id={ivanov_order}", "/orders", "/discussions", reserves):
+        ivanov.goto(path)
+        width = ivanov.evaluate("document.documentElement.scrollWidth")
+        assert width <= 360, f"{path} scrolls sideways at 360 px ({width} px wide)"
+    expect(ivanov.get_by_role("heading", name="Reserves of")).to_be_visible()

@@ -186,3 +186,22 @@ def test_the_api_still_answers_json_beside_the_console(client: TestClient) -> No
     missing = client.get("/v1/nothing-here")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     assert client.get("/health").json() == {"status": "ok"}
+
+
+def test_a_decline_needs_a_reason(client: TestClient, core: Core) -> None:
+    owner_order, requester_order = seeded(client, core)
+    sign_in(client, "ivanov")
+    assert client.post("/request", data={
+        "order": requester_order, "source": owner_order, "sku": SKU, "warehouse": WAREHOUSE,
+        "quantity": "8", "key": uid(), "csrf": csrf_of(client, "/orders")},
+        follow_redirects=False).status_code == 303
+    catch_up(core)
+    request_id = ConsoleQueries(core.pool).outgoing("ivanov")[0].request_id
+    client.cookies.clear()
+    sign_in(client, "petrova")
+    blank = client.post("/discussions/decline", data={
+        "request_id": request_id, "reason": "   ", "key": uid(),
+        "csrf": csrf_of(client, "/orders")})
+    assert blank.status_code == 422 and "Укажите причину отказа" in blank.text
+    catch_up(core)
+    assert core.views.request(request_id)["status"] == "pending"  # type: ignore[index]
