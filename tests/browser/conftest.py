@@ -63,13 +63,15 @@ def service(pg_server: PgServer, kafka_bootstrap: str,
     pg_server.drop(database_url)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
+    """Module-scoped on purpose: Playwright's sync API marks an event loop as running in this
+    thread while it is open, which would break the asyncio tests that run after this module."""
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: `make chromium` installs Debian's chromium. "
