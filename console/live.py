@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 log = logging.getLogger(__name__)
 
 POLL_S = 0.3
-LIFETIME_S = 10.0
+LIFETIME_S = 5.0
 RETRY_MS = 500
 
 

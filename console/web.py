@@ -4,6 +4,8 @@ the actor, so the domain's rules decide who may do what, exactly as for API call
 
 from __future__ import annotations
 
+import functools
+import logging
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +28,8 @@ from handlers.outcome import Outcome
 
 if TYPE_CHECKING:
     from handlers.http_api import Services
+
+log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 STATIC_PATH = "/console/static"
@@ -100,6 +104,25 @@ class Console:
         scoped = f"console:{who.name}:{key}" if 0 < len(key) <= 100 else None
         return self.services.commands.execute(make(body), who.name, scoped)
 
+    def guard(self, page: Callable[..., Response]) -> Callable[..., Response]:
+        """While PostgreSQL is unreachable a page says so in words (503), like the API does
+        in JSON, instead of a stack trace or a JSON body in the manager's browser."""
+        from handlers.http_api import UNAVAILABLE  # late: handlers.http_api imports this module
+
+        @functools.wraps(page)
+        def guarded(*args: Any, **kwargs: Any) -> Response:
+            try:
+                return page(*args, **kwargs)
+            except UNAVAILABLE as e:
+                request = kwargs.get("request")
+                if not isinstance(request, Request):
+                    raise
+                log.warning("console page unavailable: %s", type(e).__name__)
+                return self.render(request, "message.html", None, status=503,
+                                   text_key="unavailable")
+
+        return guarded
+
     # -- pages -------------------------------------------------------------------------------
 
     def router(self) -> APIRouter:
@@ -117,15 +140,18 @@ class Console:
             return self.render(request, "message.html", who, status=403, text_key="csrf")
 
         @r.get("/")
+        @self.guard
         def home(request: Request) -> Response:
             return _see_other("/orders" if signed_in(request) else "/signin")
 
         @r.get("/signin")
+        @self.guard
         def signin_page(request: Request, next: str = "/orders") -> Response:
             return self.render(request, "signin.html", None, next=_safe_next(next),
                                dev_managers=sorted(self.dev_tokens), failed=False)
 
         @r.post("/signin")
+        @self.guard
         def signin(request: Request, token: str = Form(""), csrf: str = Form(""),
                    next: str = Form("/orders")) -> Response:
             if not session.csrf_ok(request, csrf):
@@ -140,6 +166,7 @@ class Console:
             return response
 
         @r.post("/signin/dev")
+        @self.guard
         def signin_dev(request: Request, manager: str = Form(""), csrf: str = Form(""),
                        next: str = Form("/orders")) -> Response:
             token = self.dev_tokens.get(manager)
@@ -153,6 +180,7 @@ class Console:
             return response
 
         @r.post("/signout")
+        @self.guard
         def signout(request: Request, csrf: str = Form("")) -> Response:
             if not session.csrf_ok(request, csrf):
                 return forbidden_form(request, signed_in(request))
@@ -161,6 +189,7 @@ class Console:
             return response
 
         @r.get("/lang/{code}")
+        @self.guard
         def switch_language(code: str, next: str = "/orders") -> Response:
             response = _see_other(_safe_next(next))
             response.set_cookie(session.LANG_COOKIE, i18n.language(code), max_age=365 * 86400,
@@ -168,6 +197,7 @@ class Console:
             return response
 
         @r.get("/orders")
+        @self.guard
         def orders(request: Request, q: str = "", show: str = "all") -> Response:
             who = signed_in(request)
             if who is None:
@@ -178,6 +208,7 @@ class Console:
                                show=show, filters=ORDER_FILTERS)
 
         @r.get("/order")
+        @self.guard
         def order(request: Request, id: str = "", sent: str = "") -> Response:
             who = signed_in(request)
             if who is None:
@@ -192,6 +223,7 @@ class Console:
                                sent=bool(sent), mine=found["manager"] == who.name)
 
         @r.get("/reserves")
+        @self.guard
         def reserves(request: Request, order: str = "", sku: str = "",
                      warehouse: str = "") -> Response:
             who = signed_in(request)
@@ -223,6 +255,7 @@ class Console:
                     "suggested": max(1, min(shortage, held))}
 
         @r.get("/request")
+        @self.guard
         def request_dialog(request: Request, order: str = "", source: str = "", sku: str = "",
                            warehouse: str = "") -> Response:
             who = signed_in(request)
@@ -236,6 +269,7 @@ class Console:
                                quantity=context["suggested"], **context)
 
         @r.post("/request")
+        @self.guard
         def send_request(request: Request, order: str = Form(""), source: str = Form(""),
                          sku: str = Form(""), warehouse: str = Form(""),
                          quantity: str = Form(""), key: str = Form(""),
@@ -274,6 +308,7 @@ class Console:
                 done=request.query_params.get("done", ""))
 
         @r.get("/discussions")
+        @self.guard
         def discussions(request: Request) -> Response:
             who = signed_in(request)
             if who is None:
@@ -295,6 +330,7 @@ class Console:
                                     failed_request=request_id)
 
         @r.post("/discussions/give")
+        @self.guard
         def give(request: Request, request_id: str = Form(""), quantity: str = Form(""),
                  key: str = Form(""), csrf: str = Form("")) -> Response:
             amount = _quantity(quantity) if quantity.strip() else None
@@ -309,6 +345,7 @@ class Console:
                           lambda body: body.command(request_id))
 
         @r.post("/discussions/decline")
+        @self.guard
         def decline(request: Request, request_id: str = Form(""), reason: str = Form(""),
                     key: str = Form(""), csrf: str = Form("")) -> Response:
             return answer(request, request_id, key, csrf, "declined",
@@ -316,6 +353,7 @@ class Console:
                           lambda body: body.command(request_id), invalid="reason_required")
 
         @r.post("/discussions/cancel")
+        @self.guard
         def cancel(request: Request, request_id: str = Form(""), key: str = Form(""),
                    csrf: str = Form("")) -> Response:
             return answer(request, request_id, key, csrf, "cancelled",

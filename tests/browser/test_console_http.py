@@ -205,3 +205,13 @@ def test_a_decline_needs_a_reason(client: TestClient, core: Core) -> None:
     assert blank.status_code == 422 and "Укажите причину отказа" in blank.text
     catch_up(core)
     assert core.views.request(request_id)["status"] == "pending"  # type: ignore[index]
+
+
+def test_pages_say_in_words_when_the_database_is_unreachable(client: TestClient,
+                                                             core: Core) -> None:
+    sign_in(client, "ivanov")
+    core.pool.close()
+    page = client.get("/orders")
+    assert page.status_code == 503
+    assert page.headers["content-type"].startswith("text/html")
+    assert "Сервис временно недоступен" in page.text
