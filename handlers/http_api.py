@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from console import mount_console
 from domain import commands as c
 from handlers import wire
 from handlers.auth import Authenticator, Caller
@@ -80,7 +81,9 @@ def _answers(model: type[BaseModel], status: int = 200) -> dict[int | str, dict[
 
 
 def create_http_app(services: Services, *, title: str = "Reserve exchange",
-                    readiness: Readiness | None = None) -> FastAPI:
+                    readiness: Readiness | None = None, console: bool = True) -> FastAPI:
+    """The API; with ``console`` also the managers' web pages (which need the database, and
+    are left out of the OpenAPI document anyway)."""
     app = FastAPI(title=title, version="1", docs_url="/docs", redoc_url=None)
     install(app, readiness)  # /metrics, /ready, /asyncapi, X-Correlation-Id
     add_schemas(app, {"ErpEvents": wire.ERP_MESSAGE, "RequestReserveBody": wire.RequestReserveBody,
@@ -211,4 +214,6 @@ def create_http_app(services: Services, *, title: str = "Reserve exchange",
     async def post_cancel(request: Request, request_id: str) -> JSONResponse:
         return await command(request, lambda b: _validate(wire.CancelBody, b).command(request_id))
 
+    if console:
+        mount_console(app, services)  # the managers' web console at / (console/)
     return app

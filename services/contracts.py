@@ -113,7 +113,7 @@ def schema_files() -> dict[str, str]:
     from handlers.http_api import create_http_app
 
     files = {"asyncapi.json": _dump(asyncapi_document()),
-             "openapi.json": _dump(create_http_app(cast(Any, None)).openapi())}
+             "openapi.json": _dump(create_http_app(cast(Any, None), console=False).openapi())}
     for name, annotation in WIRE_SCHEMAS.items():
         schema = json_schema(annotation)
         schema.setdefault("title", name)

@@ -27,7 +27,7 @@ class NotReady:
 def app(readiness: Any = None) -> TestClient:
     services = SimpleNamespace(auth=Authenticator(dict(TOKENS), frozenset({"tok-erp"})),
                                views=DownViews(), commands=None, erp=None)
-    return TestClient(create_http_app(services, readiness=readiness),
+    return TestClient(create_http_app(services, readiness=readiness, console=False),
                       raise_server_exceptions=False)
 
 
