@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
-from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import Instrumentator, metrics
 from pydantic import TypeAdapter
 
 from handlers.outcome import error_body
@@ -36,10 +36,17 @@ def _asyncapi() -> dict[str, Any]:
     return asyncapi_document()
 
 
+@cache
+def _http_metrics() -> Any:
+    """The instrumentator's default HTTP metrics, made once per process: it registers them in
+    the process's registry, and a second app (tests build many) would otherwise record nothing."""
+    return metrics.default()
+
+
 def install(app: FastAPI, readiness: Readiness | None) -> None:
     """Adds the routes and middleware; call once, before the app serves."""
     Instrumentator(should_group_status_codes=False, excluded_handlers=["/metrics"],
-                   ).instrument(app).expose(app, include_in_schema=False)
+                   ).add(_http_metrics()).instrument(app).expose(app, include_in_schema=False)
     # Added last, so outermost: every log line of a request (errors included) carries its id.
     app.add_middleware(CorrelationIdMiddleware, header_name=CORRELATION_HEADER,
                        generator=lambda: str(uuid.uuid4()), validator=valid_correlation_id)
@@ -68,6 +75,21 @@ def install(app: FastAPI, readiness: Readiness | None) -> None:
 
         spec = ApplicationSchema.model_validate(_asyncapi())
         return HTMLResponse(get_asyncapi_html(spec, try_it_out_path=None))
+
+
+def create_ops_app(readiness: Readiness | None) -> FastAPI:
+    """``/health``, ``/ready`` and ``/metrics`` alone, for a process that serves no API (a
+    consumers-only or relay-only role): run it with uvicorn on a port of its own so every
+    process can be scraped and probed."""
+    app = FastAPI(title="Reserve exchange (operations)", docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    install(app, readiness)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
 
 
 def body_of(schema: str, *, required: bool = True) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from handlers.auth import Authenticator
 from handlers.http_api import create_http_app
+from handlers.observe_http import create_ops_app
 from tests.support import TOKENS, auth
 
 
@@ -71,3 +72,13 @@ def test_asyncapi_is_served_as_json_and_html() -> None:
         page = client.get("/asyncapi")
     assert document.json()["asyncapi"].startswith("3.")
     assert page.status_code == 200 and "<html" in page.text.lower()
+
+
+def test_a_process_without_the_api_still_serves_health_ready_and_metrics() -> None:
+    with TestClient(create_ops_app(NotReady())) as client:
+        health, ready, metrics = (client.get(p) for p in ("/health", "/ready", "/metrics"))
+        api = client.get("/v1/inbox", headers=auth("ivanov"))
+    assert health.json() == {"status": "ok"}
+    assert ready.status_code == 503 and ready.json()["error"]["code"] == "not_ready"
+    assert metrics.status_code == 200 and "reserves_commands_total" in metrics.text
+    assert api.status_code == 404
