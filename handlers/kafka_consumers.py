@@ -10,7 +10,6 @@ any other failure is a dead letter too, so a bug never blocks a partition for go
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -42,7 +41,7 @@ async def dead_letter(broker: KafkaBroker, msg: Any, reason: str) -> None:
 
 
 def _decode(body: bytes) -> Any:
-    return json.loads(body.decode("utf-8"))
+    return wire.decode_json(body)
 
 
 def command_result(command_id: str, outcome: Outcome) -> dict[str, Any]:
@@ -63,8 +62,8 @@ def register_consumers(broker: KafkaBroker, *, erp: ErpIngest, commands: Command
     async def on_erp_events(msg: KafkaMessage) -> None:
         try:
             envelopes = wire.parse_erp_body(_decode(msg.body))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return await dead_letter(broker, msg, "The message is not UTF-8 JSON.")
+        except wire.MalformedJsonError as e:
+            return await dead_letter(broker, msg, f"The message is not UTF-8 JSON: {e}.")
         except wire.WireError as e:
             return await dead_letter(broker, msg, f"Invalid ERP envelope: {e}")
         try:
@@ -84,8 +83,8 @@ def register_consumers(broker: KafkaBroker, *, erp: ErpIngest, commands: Command
     async def on_reserve_commands(msg: KafkaMessage) -> None:
         try:
             payload = _decode(msg.body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return await dead_letter(broker, msg, "The message is not UTF-8 JSON.")
+        except wire.MalformedJsonError as e:
+            return await dead_letter(broker, msg, f"The message is not UTF-8 JSON: {e}.")
         command_id = payload.get("command_id") if isinstance(payload, dict) else None
         if not isinstance(command_id, str) or not command_id:
             return await dead_letter(broker, msg, "The command has no command_id to answer to.")
