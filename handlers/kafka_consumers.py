@@ -62,8 +62,8 @@ def register_consumers(broker: KafkaBroker, *, erp: ErpIngest, commands: Command
     async def on_erp_events(msg: KafkaMessage) -> None:
         try:
             envelopes = wire.parse_erp_body(_decode(msg.body))
-        except wire.MalformedJsonError as e:
-            return await dead_letter(broker, msg, f"The message is not UTF-8 JSON: {e}.")
+        except wire.MalformedJsonError:
+            return await dead_letter(broker, msg, "The message is not UTF-8 JSON.")
         except wire.WireError as e:
             return await dead_letter(broker, msg, f"Invalid ERP envelope: {e}")
         try:
@@ -83,8 +83,8 @@ def register_consumers(broker: KafkaBroker, *, erp: ErpIngest, commands: Command
     async def on_reserve_commands(msg: KafkaMessage) -> None:
         try:
             payload = _decode(msg.body)
-        except wire.MalformedJsonError as e:
-            return await dead_letter(broker, msg, f"The message is not UTF-8 JSON: {e}.")
+        except wire.MalformedJsonError:
+            return await dead_letter(broker, msg, "The message is not UTF-8 JSON.")
         command_id = payload.get("command_id") if isinstance(payload, dict) else None
         if not isinstance(command_id, str) or not command_id:
             return await dead_letter(broker, msg, "The command has no command_id to answer to.")
