@@ -44,6 +44,13 @@ def _decode(body: bytes) -> Any:
     return wire.decode_json(body)
 
 
+async def _undecoded(msg: Any) -> Any:
+    """FastStream's own decoder parses JSON before the handler runs, and its errors there
+    (a 5,000-digit number, nesting past the recursion limit) would be nacked and redelivered
+    forever: the handlers read the bytes themselves, so every such message is dead-lettered."""
+    return msg.body
+
+
 def command_result(command_id: str, outcome: Outcome) -> dict[str, Any]:
     return {"command_id": command_id, "ok": outcome.ok, "error": outcome.error,
             "result": outcome.body if outcome.ok else None}
@@ -56,6 +63,7 @@ def register_consumers(broker: KafkaBroker, *, erp: ErpIngest, commands: Command
         "auto_offset_reset": "earliest",
         "session_timeout_ms": session_timeout_ms,
         "heartbeat_interval_ms": max(session_timeout_ms // 4, 100),
+        "decoder": _undecoded,
     }
 
     @broker.subscriber(ERP_EVENTS, group_id=ERP_GROUP, **common)
