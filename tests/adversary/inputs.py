@@ -172,7 +172,10 @@ def http_inputs(t: Target) -> st.SearchStrategy[BadInput]:
 
     malformed = st.tuples(st.sampled_from(command_paths), not_json()).map(
         lambda pb: post(pb[0], pb[1], f"with unreadable body {pb[1][:40]!r}",
-                        frozenset({400}), codes=frozenset({"malformed_json"})))
+                        frozenset({400}),
+                        # nesting the parser's stack happens to hold is read, and refused as
+                        # not an object
+                        codes=frozenset({"malformed_json", "malformed_body"})))
     not_object = st.tuples(
         st.sampled_from(command_paths[:4]),
         st.one_of(st.lists(st.integers(), max_size=3), st.integers(), st.text(max_size=10),
@@ -258,7 +261,7 @@ def http_inputs(t: Target) -> st.SearchStrategy[BadInput]:
         "/v1/reserve-requests", dumps(valid_request), "with an over-long Idempotency-Key",
         frozenset({422}), headers={**t.auth(t.requester), "Idempotency-Key": k},
         codes=frozenset({"invalid_idempotency_key"})))
-    reused_key = st.integers(2, 8).map(lambda q: post(
+    reused_key = st.integers(2, 7).map(lambda q: post(  # the first one asked for 8
         "/v1/reserve-requests", dumps({**valid_request, "quantity": q}),
         "reusing an Idempotency-Key for different content", frozenset({422}),
         headers={**t.auth(t.requester), "Idempotency-Key": t.used_idempotency_key},
