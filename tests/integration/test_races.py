@@ -220,3 +220,55 @@ async def test_http_and_reserve_commands_racing_conserve_units_and_answer_each_o
     assert all(v >= 0 for v in held.values()) and sum(held.values()) == OWNER_HOLDS, held
     given = sum(core.store.get_request(r).given for r, _ in requests)
     assert held[owner] == OWNER_HOLDS - given
+
+
+def test_one_idempotency_key_raced_with_different_bodies_creates_one_request(
+        core: Core) -> None:
+    app = create_http_app(core)
+    owner, requester = uid("own-"), uid("req-")
+    with TestClient(app) as setup:
+        assert post_facts(setup, [
+            envelope("StockLevelSet", {"warehouse": WAREHOUSE, "sku": SKU, "on_hand": 20}),
+            order_placed(owner, "petrova", OWNER_HOLDS), reserve_placed(owner, OWNER_HOLDS),
+            order_placed(requester, "ivanov", 8)]).status_code == 200
+    key = uid("key-")
+
+    def ask(quantity: int) -> tuple[int, int, Any]:
+        with TestClient(app) as client:
+            r = client.post("/v1/reserve-requests", headers={**auth("ivanov"),
+                                                             "Idempotency-Key": key}, json={
+                "from_order_id": owner, "to_order_id": requester, "sku": SKU,
+                "warehouse": WAREHOUSE, "quantity": quantity})
+        return quantity, r.status_code, r.json()
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        answers = list(pool.map(ask, [1 + n % 4 for n in range(24)]))
+
+    created = {body["request_id"] for _, status, body in answers if status == 201}
+    assert len(created) == 1, answers
+    winner = core.store.get_request(created.pop()).requested
+    for quantity, status, body in answers:
+        if quantity == winner:
+            assert status == 201, body  # a true repeat gets the first answer
+        else:
+            assert (status, body["error"]["code"]) == (422, "idempotency_key_reused"), body
+
+
+def test_the_same_erp_batch_raced_is_applied_once(core: Core) -> None:
+    app = create_http_app(core)
+    order = uid("o-")
+    batch = [envelope("StockLevelSet", {"warehouse": WAREHOUSE, "sku": SKU, "on_hand": 20}),
+             order_placed(order, "ivanov", 8), reserve_placed(order, 5)]
+
+    def post(_: int) -> Any:
+        with TestClient(app) as client:
+            r = post_facts(client, batch)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        answers = list(pool.map(post, range(16)))
+
+    assert sum(a["accepted"] for a in answers) == 3, answers
+    assert all(a["accepted"] + a["duplicates"] == 3 for a in answers), answers
+    assert core.store.get_order(order).held(WAREHOUSE, SKU) == 5
