@@ -242,7 +242,7 @@ def http_inputs(t: Target) -> st.SearchStrategy[BadInput]:
         frozenset({404})))
 
     no_token = st.sampled_from(every).flatmap(lambda mp: st.one_of(
-        st.just(()), st.sampled_from(["Bearer", "Bearer ", "Basic abc", "bearer", "Token x"]).map(
+        st.just(()), st.sampled_from(["Bearer", "Bearer  -", "Basic abc", "bearer", "Token x"]).map(
             lambda h: (("Authorization", h),)),
         st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=80).map(
             lambda tok: (("Authorization", f"Bearer wrong-{tok}"),)),

@@ -51,7 +51,8 @@ async def test_every_bad_input_is_refused_cleanly_and_changes_nothing(service: R
     report = await run_campaign(
         http_url=service.url, manager_tokens={m: t for t, m in TOKENS.items()},
         erp_token=ERP_TOKEN, bootstrap_servers=service.kafka,
-        examples=int(os.environ.get("ADVERSARY_EXAMPLES", "200")), seed=0)
+        examples=int(os.environ.get("ADVERSARY_EXAMPLES", "200")),
+        seed=int(os.environ.get("ADVERSARY_SEED", "0")))
     assert report.failures == [], "\n".join(report.failures)
     assert report.tried >= 150
     assert report.refused_cleanly == report.tried
