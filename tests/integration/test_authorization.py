@@ -121,3 +121,61 @@ def test_an_inbox_shows_only_its_own_managers_messages(client: TestClient, core:
     for query in ("?manager=petrova", "?owner=petrova&limit=1000", "?as=petrova"):
         response = client.get(f"/v1/inbox{query}", headers=auth("sidorov"))
         assert response.status_code == 200 and response.json() == {"messages": []}, query
+
+
+# -- the same rules on reserve.commands (the actor names who acts) ------------------------------
+
+KAFKA_MATRIX: dict[str, dict[str, str | None]] = {
+    "RequestReserve": {"requester": None, "owner": "not_your_order",
+                       "another manager": "not_your_order"},
+    "GiveReserve": {"owner": None, "requester": "not_owner", "another manager": "not_owner"},
+    "DeclineReserveRequest": {"owner": None, "requester": "not_owner",
+                              "another manager": "not_owner"},
+    "CancelReserveRequest": {"requester": None, "owner": "not_requester",
+                             "another manager": "not_requester"},
+}
+
+
+@pytest.mark.parametrize("command_type", sorted(KAFKA_MATRIX))
+async def test_every_actor_on_reserve_commands_gets_the_contracts_answer(
+        client: TestClient, core: Core, command_type: str) -> None:
+    import json
+
+    from faststream.kafka import KafkaBroker, TestKafkaBroker
+    from faststream.kafka.annotations import KafkaMessage
+
+    from handlers.kafka_consumers import register_consumers
+    from services.topics import COMMAND_RESULTS, COMMANDS
+
+    owner, requester = seed(client, core)
+    request_id = ask_ok(client, core, owner, requester, 4)
+    broker = KafkaBroker()
+    register_consumers(broker, erp=core.erp, commands=core.commands,
+                       managers=frozenset(MANAGER.values()))
+    results: list[dict[str, Any]] = []
+
+    @broker.subscriber(COMMAND_RESULTS)
+    async def on_result(msg: KafkaMessage) -> None:
+        results.append(json.loads(msg.body))
+
+    payloads: dict[str, dict[str, Any]] = {
+        "RequestReserve": {"from_order_id": owner, "to_order_id": requester, "sku": SKU,
+                           "warehouse": WAREHOUSE, "quantity": 1},
+        "GiveReserve": {"request_id": request_id, "quantity": 1},
+        "DeclineReserveRequest": {"request_id": request_id, "reason": "нет"},
+        "CancelReserveRequest": {"request_id": request_id}}
+    data = payloads[command_type]
+    answers = {**KAFKA_MATRIX[command_type], "unknown": "unknown_actor"}
+    async with TestKafkaBroker(broker):
+        for caller in sorted(answers, key=lambda c: answers[c] is None):  # allowed one last
+            before = state(client, core, [owner, requester], request_id)
+            actor = MANAGER.get(caller, "mallory")
+            await broker.publish(json.dumps({"command_id": uid("cmd-"), "type": command_type,
+                                             "actor": actor, "data": data}).encode(),
+                                 topic=COMMANDS)
+            result = results[-1]
+            if answers[caller] is None:
+                assert result["ok"] is True, result
+            else:
+                assert result["ok"] is False and result["error"]["code"] == answers[caller]
+                assert state(client, core, [owner, requester], request_id) == before, caller
