@@ -25,7 +25,7 @@ def world(core: Core) -> Iterator[World]:
         yield build_world(core, client)
 
 
-@settings(max_examples=80, deadline=None, derandomize=True,
+@settings(max_examples=50, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.data_too_large])
 @given(data=st.data())
