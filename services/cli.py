@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from services.settings import Settings, SettingsError, load_settings
+from services.settings import ROLES, Settings, SettingsError, load_settings
 
 console = Console(stderr=True)
 
@@ -55,27 +55,48 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-async def _serve(settings: Settings) -> None:
-    from handlers.http_api import create_http_app
-    from services.runtime import Infrastructure, Service
+async def _until_stopped() -> None:
+    """Waits for Ctrl-C or SIGTERM (a process without the HTTP API has no server to wait on)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
-    infra = await asyncio.to_thread(Infrastructure.start, settings)
+
+async def _serve(settings: Settings, roles: frozenset[str]) -> None:
+    from handlers.http_api import create_http_app
+    from services.runtime import BROKER_ROLES, Infrastructure, Service
+
+    infra = await asyncio.to_thread(Infrastructure.start, settings,
+                                    with_broker=bool(roles & BROKER_ROLES))
     service = None
     try:
-        service = await asyncio.to_thread(Service, settings, infra)
+        service = await asyncio.to_thread(Service, settings, infra, roles)
         await service.start_background()
-        app = create_http_app(service.core)
-        server = _Server(uvicorn.Config(app, host=settings.http_host,
-                                               port=settings.http_port, log_level="warning",
-                                               lifespan="off"))
-        service.write_runtime_file()
-        console.print(f"[bold green]reserve exchange[/] serving http://{settings.http_host}:"
-                      f"{settings.http_port}  (PostgreSQL: "
+        server = _Server(uvicorn.Config(create_http_app(service.core), host=settings.http_host,
+                                        port=settings.http_port, log_level="warning",
+                                        lifespan="off"))
+        if "api" in roles:
+            service.write_runtime_file()
+            where = f"serving http://{settings.http_host}:{settings.http_port}"
+        else:
+            where = "running"
+        console.print(f"[bold green]reserve exchange[/] {where}  roles: "
+                      f"{','.join(sorted(roles))}  (PostgreSQL: "
                       f"{'embedded' if infra.embedded_pg else 'DATABASE_URL'}, Kafka: "
-                      f"{infra.bootstrap_servers}{' embedded' if infra.embedded_broker else ''})")
+                      f"{infra.bootstrap_servers or '-'}"
+                      f"{' embedded' if infra.embedded_broker else ''})")
         _print_dev_tokens(settings)
         console.print("Press Ctrl-C to stop.")
-        await server.serve()
+        if "api" in roles:
+            await server.serve()
+        else:
+            await _until_stopped()
     finally:
         if service is not None:
             await service.stop_background()
@@ -84,9 +105,19 @@ async def _serve(settings: Settings) -> None:
         console.print("stopped.")
 
 
+def parse_roles(raw: str) -> frozenset[str]:
+    roles = frozenset(r.strip() for r in raw.split(",") if r.strip())
+    unknown = sorted(roles - set(ROLES))
+    if unknown or not roles:
+        raise argparse.ArgumentTypeError(
+            f"roles are a comma-separated subset of {','.join(ROLES)}; "
+            f"not {','.join(unknown) or 'empty'}")
+    return roles
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(settings))
+        asyncio.run(_serve(settings, args.roles))
     return 0
 
 
@@ -155,7 +186,10 @@ def cmd_republish(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reserves", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run everything in one process (embedded defaults when unset)")
+    serve = sub.add_parser("serve", help="run the service (embedded defaults when unset)")
+    serve.add_argument("--roles", type=parse_roles, default=",".join(ROLES),
+                       help=f"what this process runs, comma-separated (default: all of "
+                            f"{','.join(ROLES)}); run the others in other processes")
     sub.add_parser("replay", help="rebuild the read models from the event store")
     republish = sub.add_parser("republish", help="re-emit stored events to reserve.events")
     republish.add_argument("--from", dest="from_position", type=int, default=1,
