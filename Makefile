@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-e2e demo lint install clean
+.PHONY: run test test-unit test-integration test-e2e test-faults reliability demo lint install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ test-integration: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(BIN)/pytest -q tests/e2e
+
+# Kill -9 of each role, broker and PostgreSQL restarts under a workload, then the checker
+# (docs/reliability.md). FAULTS_SEED=n replays a run; `make reliability ARGS="--seed n"` too.
+test-faults: $(STAMP)
+	$(BIN)/pytest -q -s -m faults tests/faults
+
+reliability: $(STAMP)
+	$(BIN)/python -m tests.faults.reliability $(ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m services.demo
