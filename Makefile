@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-e2e demo lint install clean
+.PHONY: run test test-unit test-integration test-e2e demo lint install clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test-integration: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(BIN)/pytest -q tests/e2e
+
+# The benchmark harness (docs/performance.md): `make bench ARGS=--quick` for a short run.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m services.demo
