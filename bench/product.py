@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -356,34 +357,51 @@ async def ingest(bootstrap: str, database_url: str, run: str, count: int,
 @dataclass(frozen=True)
 class ReplayRun:
     events: int
-    seconds: float  # the replay's own timing, process start-up excluded when reported
+    seconds: float  # the replay's own timing (process start-up excluded) when it reported it
     wall_seconds: float
     peak_rss_mb: float
     returncode: int
+    timed_out: bool = False
 
 
 _DONE = re.compile(r"replay done: (\d+) events .* in ([\d.]+) s")
+_PROGRESS = re.compile(r"replay: position (\d+)/\d+ \(([\d,]+) events/s\)")
 
 
-def replay(env: dict[str, str], log: Path, events: int,
+def replay(env: dict[str, str], log: Path, events: int, within: float,
            profile: Path | None = None) -> ReplayRun:
-    """``reserves replay`` in a child; its peak RSS comes from ``wait4`` on that very child."""
+    """``reserves replay`` in a child; its peak RSS comes from ``wait4`` on that very child.
+    A replay still running after ``within`` seconds is stopped; its rate is then read from
+    its last progress line."""
+    start_of_log = log.stat().st_size if log.exists() else 0
     started = time.perf_counter()
     with open(log, "ab") as out:
         proc = subprocess.Popen([PYTHON, "-m", "services.cli", "replay"],  # noqa: S603
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
     spy = attach_py_spy(proc.pid, profile) if profile is not None else None
-    _, status, usage = os.wait4(proc.pid, 0)
+    timer = threading.Timer(within, proc.kill)
+    timer.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        timer.cancel()
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
     if spy is not None:
         spy.wait(30)
+    with open(log, "rb") as f:
+        f.seek(start_of_log)
+        text = f.read().decode(errors="replace")
     seconds = wall
-    done = _DONE.findall(log.read_text(errors="replace"))
+    timed_out = proc.returncode == -signal.SIGKILL
+    done = _DONE.findall(text)
     if done:
         events, seconds = int(done[-1][0]), float(done[-1][1])
+    elif timed_out and (progress := _PROGRESS.findall(text)):
+        events = int(progress[-1][0])
+        seconds = events / float(progress[-1][1].replace(",", ""))
     # ru_maxrss is in kilobytes on Linux
-    return ReplayRun(events, seconds, wall, usage.ru_maxrss / 1024, proc.returncode)
+    return ReplayRun(events, seconds, wall, usage.ru_maxrss / 1024, proc.returncode, timed_out)
 
 
 def attach_py_spy(pid: int, out: Path, seconds: float | None = None) -> subprocess.Popen[bytes]:

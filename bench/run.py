@@ -43,7 +43,7 @@ from bench.stats import (
 from services.embedded import free_port
 
 HERE = Path(__file__).resolve().parent
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 130)
 
 
 @dataclass(frozen=True)
@@ -222,6 +222,8 @@ class Bench:
         console.print(f"  {run.gives.ok:,} gives at {achieved:,.0f}/s (asked {s.e2e_rate:g}/s), "
                       f"{run.missing} order.status messages missing, "
                       f"{run.gives.failed} failed")
+        if run.gives.failed:
+            r.note(f"{run.gives.failed} gives of the e2e run failed: {run.gives.failures}")
         if run.missing:
             r.note(f"{run.missing} order.status messages did not arrive within the wait")
         if run.gives.exhausted:
@@ -263,7 +265,7 @@ class Bench:
         try:
             small_slots = math.ceil(s.replay_small_events / per_slot)
             seeded = seeder.seed(self.run_id, 0, small_slots, given_every=2, keep_slots=False)
-            small = product.replay(env, log, seeded.events)
+            small = product.replay(env, log, seeded.events, within=s.stage_timeout)
             console.print(f"  replay of {small.events:,}: {small.events / small.seconds:,.0f} "
                           f"events/s, peak RSS {small.peak_rss_mb:.0f} MB")
             more = math.ceil(s.replay_events / per_slot) - small_slots
@@ -276,9 +278,12 @@ class Bench:
         floor = baselines.read_and_decode(url)
         console.print(f"  read + decode: {floor.per_second:,.0f} events/s")
         profile = self.profile / "replay.txt" if self.profile is not None else None
-        full = product.replay(env, log, total, profile=profile)
-        if small.returncode or full.returncode:
+        full = product.replay(env, log, total, within=s.stage_timeout, profile=profile)
+        if small.returncode or (full.returncode and not full.timed_out):
             raise RuntimeError(f"reserves replay failed; see {log}")
+        if full.timed_out:
+            r.note(f"the replay of {total:,} was stopped after {s.stage_timeout:.0f} s; its "
+                   f"rate is from its last progress line ({full.events:,} events)")
         if full.events != total:
             r.note(f"replay reported {full.events} events of {total}")
         console.print(f"  replay of {full.events:,}: {full.seconds:.1f} s "
@@ -299,7 +304,8 @@ def fmt(x: float | None) -> str:
 def report(results: Results) -> bool:
     table = Table(title="reserve exchange: bench")
     for col in ("name", "value", "unit", "baseline", "ratio", "target", "pass"):
-        table.add_column(col, justify="right" if col in ("value", "baseline", "ratio") else "left")
+        table.add_column(col, justify="right" if col in ("value", "baseline", "ratio") else "left",
+                         no_wrap=col == "name")
     ok = True
     for figure in results.figures:
         verdict = judge(figure)

@@ -171,3 +171,22 @@ def test_seed_slots_record_the_events_the_harness_counts_on() -> None:
     request = aggregates[2]
     assert slot.request_id == str(request.id)
     assert slot.to_order_id == "t-b1"
+
+
+def test_profile_summary_counts_self_and_inclusive_samples() -> None:
+    from bench.profile_summary import frame_name, render, summarise
+
+    lines = [
+        "main (a/cli.py:10);execute (handlers/commands.py:60);wait (psycopg/connection.py:495) 6\n",
+        "main (a/cli.py:10);execute (handlers/commands.py:61);encode (json/encoder.py:3) 3\n",
+        "main (a/cli.py:10);select (selectors.py:468) 11\n",  # idle: left out by default
+        "not a stack line\n",
+    ]
+    summary = summarise(lines)
+    assert summary.total == 9
+    assert summary.self_samples["wait (psycopg/connection.py)"] == 6
+    assert summary.inclusive["execute (handlers/commands.py)"] == 9  # lines merged
+    assert summarise(lines, idle=True).total == 20
+    assert summarise(lines, under="encode").total == 3
+    assert frame_name("f (/x/y/z.py:1)") == "f (y/z.py)"
+    assert "66.7%  wait (psycopg/connection.py)" in render(summary, 5)
