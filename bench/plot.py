@@ -32,7 +32,8 @@ def draw(path: Path, *, sweep: Sequence[tuple[int, float]], give_baseline: float
     left.set_ylabel("per second")
     left.set_title("give throughput by concurrency")
     left.set_ylim(bottom=0)
-    left.legend(fontsize=8)
+    if left.get_legend_handles_labels()[0]:
+        left.legend(fontsize=8)
 
     names = [percentile_name(p) for p in PERCENTILES]
     series = dict(latencies_ms)
