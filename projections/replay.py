@@ -25,7 +25,7 @@ from psycopg import Connection
 from psycopg.sql import SQL, Identifier
 from psycopg_pool import ConnectionPool
 
-from projections.batch import read_page
+from projections.batch import prefetch_pages, read_page
 from projections.projector import PROJECTIONS, apply_page, lock_positions
 from services.eventstore import ReserveStore
 
@@ -173,23 +173,17 @@ class Replay:
     def _build(self, conn: Connection[Any], positions: dict[str, int],
                search_path: Callable[[str], None], report: ReplayReport,
                progress: Progress | None) -> None:
-        """Applies pages, one transaction each, until the shadows are within a page of the
-        newest event; the live tables are untouched."""
-        position = min(positions.values(), default=0)
+        """Applies pages, one transaction each, until the shadows have caught up with the log
+        (the next page is read while this one is written); the live tables are untouched."""
         head = self._head()
-        while True:
-            if head - position <= self.page:
-                head = self._head()
-                if head - position <= self.page:
-                    return
-            items = read_page(self.store, position, self.page)
-            if not items:
-                return
+        for items in prefetch_pages(self.store, min(positions.values(), default=0), self.page):
             with conn.transaction(), conn.cursor() as cur:
                 apply_page(cur, items, positions, search_path)
             position = items[-1][0]
             report.events_read += len(items)
             if progress is not None:
+                if position > head:
+                    head = self._head()
                 progress(position, max(head, position), report.events_read)
 
     def _switch(self, conn: Connection[Any], live: str, positions: dict[str, int],
