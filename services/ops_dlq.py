@@ -24,6 +24,7 @@ from services.topics import DLQ
 
 DLQ_HEADERS = frozenset({"error", "source"})
 _LOCK = 7412003
+QUIET_POLLS = 3
 _DDL = (
     "CREATE TABLE IF NOT EXISTS ops_dlq_retries ("
     "id text NOT NULL, digest text NOT NULL, target text NOT NULL, "
@@ -89,7 +90,8 @@ async def _dlq_partitions(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
 
 
 async def dlq_depth(bootstrap_servers: str) -> int:
-    """How many messages ``reserve.dlq`` holds (retried or not): cheap, for a gauge."""
+    """How many messages ``reserve.dlq`` holds (retried or not): cheap, for a gauge. On Tansu
+    it can count a few too few (its end offset is the last batch's base offset + 1)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -104,7 +106,8 @@ async def dlq_depth(bootstrap_servers: str) -> int:
 
 
 async def read_dead_letters(bootstrap_servers: str) -> list[DeadLetter]:
-    """Every message on ``reserve.dlq``, oldest first per partition (no consumer group)."""
+    """Every message on ``reserve.dlq``, oldest first per partition (no consumer group).
+    Messages written while it reads may or may not be included."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     letters: list[DeadLetter] = []
@@ -113,19 +116,25 @@ async def read_dead_letters(bootstrap_servers: str) -> list[DeadLetter]:
         if not tps:
             return []
         consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
-        remaining = {tp for tp in tps if ends[tp] > await consumer.position(tp)}
-        while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=1000)
-            for tp, records in batches.items():
+        # Tansu's reported end offsets lag behind and undercount (its ListOffsets answers the
+        # last batch's base offset + 1, sometimes 0 just after a write), so the end is where
+        # the position has passed the reported end and several fetches in a row come back
+        # empty.
+        quiet = 0
+        while quiet < QUIET_POLLS:
+            batches = await consumer.getmany(*tps, timeout_ms=300, max_records=1000)
+            for records in batches.values():
                 letters.extend(DeadLetter(
                     r.partition, r.offset, datetime.fromtimestamp(r.timestamp / 1000, UTC),
                     r.key, r.value or b"", tuple((k, bytes(v)) for k, v in r.headers))
-                    for r in records if r.offset < ends[tp])
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
+                    for r in records)
+            if any(batches.values()):
+                quiet = 0
+                continue
+            ends = await consumer.end_offsets(tps)
+            behind = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
+            quiet = 0 if behind else quiet + 1
     finally:
         await consumer.stop()
     return letters
