@@ -78,11 +78,11 @@ def _load(cur: Cursor[Any], items: list[Item]) -> _State:
         state.lines.setdefault(order_id, {})[(warehouse, sku)] = _Line(position, ordered, reserved)
     stock_keys = {(e.warehouse, e.sku) for _, e, t in items
                   if t in STOCK_EVENTS or t in _ADD or t in _REMOVE}
-    reserve_keys = set()
     for order_id, lines in state.lines.items():
-        for warehouse, sku in lines:
+        for (warehouse, sku), line in lines.items():
             stock_keys.add((warehouse, sku))
-            reserve_keys.add((warehouse, sku, order_id))
+            # rm_reserves holds exactly the lines' reserves above 0: no need to read it
+            state.reserves[(warehouse, sku, order_id)] = line.reserved
     if stock_keys:
         ws, ss = zip(*stock_keys, strict=True)
         for warehouse, sku, on_hand, reserved in cur.execute(
@@ -91,14 +91,6 @@ def _load(cur: Cursor[Any], items: list[Item]) -> _State:
             (list(ws), list(ss)),
         ):
             state.stock[(warehouse, sku)] = [on_hand, reserved]
-    if reserve_keys:
-        ws, ss, os_ = zip(*reserve_keys, strict=True)
-        for warehouse, sku, order_id, quantity in cur.execute(
-            "SELECT r.warehouse, r.sku, r.order_id, r.quantity FROM rm_reserves r "
-            "JOIN unnest(%s::text[], %s::text[], %s::text[]) AS k(warehouse, sku, order_id) "
-            "USING (warehouse, sku, order_id)", (list(ws), list(ss), list(os_)),
-        ):
-            state.reserves[(warehouse, sku, order_id)] = quantity
     return state
 
 

@@ -137,6 +137,8 @@ class Replay:
         with psycopg.connect(self._conninfo(), autocommit=True, connect_timeout=10) as conn:
             for name in self.names:
                 _acquire(conn, name)
+            # a crash loses at most the last pages of a shadow, with their position: it resumes
+            conn.execute("SET synchronous_commit = off")
             live = conn.execute("SELECT current_schema()").fetchone()
             assert live is not None
             positions = {n: _start_position(conn, n, restart, from_position) for n in self.names}

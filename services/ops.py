@@ -26,7 +26,7 @@ from projections.projector import PROJECTIONS
 from projections.replay import Replay, ReplayError, ReplayReport
 from services.settings import Settings, SettingsError
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 LOG_EVERY_S = 2.0
 
 
