@@ -93,7 +93,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
                       TextColumn("{task.fields[rate]} events/s"), TimeElapsedColumn(),
                       TextColumn("ETA"), TimeRemainingColumn(),
                       console=console, disable=not console.is_terminal) as progress:
-            task = progress.add_task("replay", total=None, rate="-")
+            task = progress.add_task("replay", total=core.store.recorder.max_notification_id()
+                                     or 0, rate="-")
 
             def report(position: int, head: int, read: int) -> None:
                 rate = read / max(time.monotonic() - started, 1e-6)
