@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from projections.projector import PROJECTIONS, READ_MODEL_TABLES
+from projections.projector import PROJECTIONS, READ_MODEL_TABLES, create_schema
 from projections.replay import Replay, ReplayError, shadow_schema
 from services.runtime import Core
 from tests.workload import Workload
@@ -182,3 +182,17 @@ def test_views_keep_stock_arithmetic_after_a_workload(core: Core) -> None:
         ).fetchone()
     assert mismatched == []
     assert negative == (0,)
+
+
+def test_a_database_from_before_the_split_keeps_its_position(core: Core) -> None:
+    _workload(core, 40, seed=2)
+    head = core.store.recorder.max_notification_id()
+    with core.pool.connection() as conn:
+        conn.execute("DELETE FROM rm_tracking WHERE name = ANY(%s)", (list(PROJECTIONS),))
+        conn.execute("INSERT INTO rm_tracking (name, position) VALUES ('views', %s)", (head,))
+        create_schema(conn)
+        names = conn.execute("SELECT name FROM rm_tracking ORDER BY name").fetchall()
+
+    assert names == [("orders",), ("relay",), ("requests",)]
+    assert core.projector.positions() == {"orders": head, "requests": head}
+    assert core.projector.run_once() == 0  # nothing applied twice
