@@ -8,6 +8,7 @@ trips, and the result equals applying the events one by one.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -61,16 +62,50 @@ class _State:
         self.dirty_reserves.add(key)
 
 
-def _load(cur: Cursor[Any], items: list[Item]) -> _State:
+class Cache:
+    """The rows a replay wrote, kept between its batches so most of them need not be read
+    again: only for a writer that owns its tables (a replay's shadow, under its lock).
+    Bounded: the least recently used orders and stock items are forgotten."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self.capacity = capacity
+        self.orders: OrderedDict[UUID, tuple[dict[str, Any], dict[StockKey, _Line]]] = (
+            OrderedDict())
+        self.stock: OrderedDict[StockKey, list[int]] = OrderedDict()
+
+    def fill(self, state: _State) -> None:
+        for agg, row in state.orders.items():
+            self.orders[agg] = (row, state.lines.get(row["order_id"], {}))
+            self.orders.move_to_end(agg)
+        for key, stock in state.stock.items():
+            self.stock[key] = stock
+            self.stock.move_to_end(key)
+        while len(self.orders) > self.capacity:
+            self.orders.popitem(last=False)
+        while len(self.stock) > self.capacity:
+            self.stock.popitem(last=False)
+
+
+def _load(cur: Cursor[Any], items: list[Item], cache: Cache | None) -> _State:
     state = _State()
-    aggregates = list({e.originator_id for _, e, t in items if t in ORDER_EVENTS})
+    placed = {e.originator_id for _, e, t in items if t == "OrderPlaced"}  # not stored yet
+    aggregates = list({e.originator_id for _, e, t in items if t in ORDER_EVENTS} - placed)
+    if cache is not None:
+        for agg in aggregates:
+            if agg in cache.orders:
+                row, lines = cache.orders[agg]
+                state.orders[agg] = row
+                state.lines[row["order_id"]] = lines
+        aggregates = [agg for agg in aggregates if agg not in state.orders]
+    cached_order_ids = set(state.lines)
     for row in cur.execute(
         "SELECT aggregate_id, order_id, number, date, partner, manager, status FROM rm_orders "
         "WHERE aggregate_id = ANY(%s)", (aggregates,),
     ):
         state.orders[row[0]] = {"order_id": row[1], "number": row[2], "date": row[3],
                                 "partner": row[4], "manager": row[5], "status": row[6]}
-    order_ids = [o["order_id"] for o in state.orders.values()]
+    order_ids = [o["order_id"] for o in state.orders.values()
+                 if o["order_id"] not in cached_order_ids]
     for order_id, warehouse, sku, position, ordered, reserved in cur.execute(
         "SELECT order_id, warehouse, sku, position, ordered, reserved FROM rm_order_lines "
         "WHERE order_id = ANY(%s)", (order_ids,),
@@ -83,6 +118,11 @@ def _load(cur: Cursor[Any], items: list[Item]) -> _State:
             stock_keys.add((warehouse, sku))
             # rm_reserves holds exactly the lines' reserves above 0: no need to read it
             state.reserves[(warehouse, sku, order_id)] = line.reserved
+    if cache is not None:
+        for key in stock_keys:
+            if key in cache.stock:
+                state.stock[key] = cache.stock[key]
+        stock_keys -= set(state.stock)
     if stock_keys:
         ws, ss = zip(*stock_keys, strict=True)
         for warehouse, sku, on_hand, reserved in cur.execute(
@@ -162,11 +202,13 @@ def _write(cur: Cursor[Any], state: _State) -> None:
             "(k.warehouse, k.sku, k.order_id)", (list(ws), list(ss), list(os_)))
 
 
-def apply(cur: Cursor[Any], items: list[Item]) -> None:
+def apply(cur: Cursor[Any], items: list[Item], cache: Cache | None = None) -> None:
     """Applies a batch of this projection's events, in log order."""
     if not items:
         return
-    state = _load(cur, items)
+    state = _load(cur, items, cache)
     for _, event, type_name in items:
         _apply(state, type_name, event)
     _write(cur, state)
+    if cache is not None:
+        cache.fill(state)

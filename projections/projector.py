@@ -27,8 +27,9 @@ class Projection:
     name: str
     tables: tuple[str, ...]
     events: frozenset[str]
-    apply: Callable[[Cursor[Any], list[Item]], None]
+    apply: Callable[[Cursor[Any], list[Item], Any], None]
     schema_file: str
+    new_cache: Callable[[], Any] = lambda: None
 
     def ddl(self) -> str:
         return resources.files("projections").joinpath(self.schema_file).read_text()
@@ -36,7 +37,8 @@ class Projection:
 
 PROJECTIONS: dict[str, Projection] = {
     p.name: p for p in (
-        Projection(orders.NAME, orders.TABLES, orders.EVENTS, orders.apply, "schema_orders.sql"),
+        Projection(orders.NAME, orders.TABLES, orders.EVENTS, orders.apply, "schema_orders.sql",
+                   orders.Cache),
         Projection(requests.NAME, requests.TABLES, requests.EVENTS, requests.apply,
                    "schema_requests.sql"),
     )
@@ -77,9 +79,11 @@ def lock_positions(cur: Cursor[Any], names: Sequence[str]) -> dict[str, int]:
 
 
 def apply_page(cur: Cursor[Any], items: list[Item], positions: dict[str, int],
-               set_search_path: Callable[[str], None] | None = None) -> None:
+               set_search_path: Callable[[str], None] | None = None,
+               caches: dict[str, Any] | None = None) -> None:
     """Applies a page to each named projection (the events after its own position) and moves
-    its tracking row to the page's end, inside the caller's transaction."""
+    its tracking row to the page's end, inside the caller's transaction. ``caches``: a
+    replay's own caches, by projection (the live projector has none: it is not alone)."""
     if not items:
         return
     end = items[-1][0]
@@ -89,7 +93,8 @@ def apply_page(cur: Cursor[Any], items: list[Item], positions: dict[str, int],
         projection = PROJECTIONS[name]
         if set_search_path is not None:
             set_search_path(name)
-        projection.apply(cur, [i for i in items if i[0] > position and i[2] in projection.events])
+        projection.apply(cur, [i for i in items if i[0] > position and i[2] in projection.events],
+                         (caches or {}).get(name))
         cur.execute("UPDATE rm_tracking SET position = %s WHERE name = %s", (end, name))
         positions[name] = end
 

@@ -148,9 +148,10 @@ class Replay:
                 conn.execute(SQL("SET LOCAL search_path TO {}").format(
                     Identifier(shadow_schema(name))))
 
-            self._build(conn, positions, search_path, report, progress)
+            caches = {n: PROJECTIONS[n].new_cache() for n in self.names}
+            self._build(conn, positions, search_path, report, progress, caches)
             switch_started = time.monotonic()
-            self._switch(conn, str(live[0]), positions, search_path, report)
+            self._switch(conn, str(live[0]), positions, search_path, report, caches)
             report.switch_seconds = time.monotonic() - switch_started
             for name in self.names:
                 conn.execute(SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
@@ -174,13 +175,13 @@ class Replay:
 
     def _build(self, conn: Connection[Any], positions: dict[str, int],
                search_path: Callable[[str], None], report: ReplayReport,
-               progress: Progress | None) -> None:
+               progress: Progress | None, caches: dict[str, Any]) -> None:
         """Applies pages, one transaction each, until the shadows have caught up with the log
         (the next page is read while this one is written); the live tables are untouched."""
         head = self._head()
         for items in prefetch_pages(self.store, min(positions.values(), default=0), self.page):
             with conn.transaction(), conn.cursor() as cur:
-                apply_page(cur, items, positions, search_path)
+                apply_page(cur, items, positions, search_path, caches)
             position = items[-1][0]
             report.events_read += len(items)
             if progress is not None:
@@ -189,7 +190,8 @@ class Replay:
                 progress(position, max(head, position), report.events_read)
 
     def _switch(self, conn: Connection[Any], live: str, positions: dict[str, int],
-                search_path: Callable[[str], None], report: ReplayReport) -> None:
+                search_path: Callable[[str], None], report: ReplayReport,
+                caches: dict[str, Any]) -> None:
         """One transaction: hold the live projector, apply the last events, swap the tables."""
         live_schema = Identifier(live)
         with conn.transaction(), conn.cursor() as cur:
@@ -202,7 +204,7 @@ class Replay:
                 items = read_page(self.store, position, self.page, stop=head)
                 if not items:
                     break
-                apply_page(cur, items, positions, search_path)
+                apply_page(cur, items, positions, search_path, caches)
                 position = items[-1][0]
                 report.events_read += len(items)
             for name in self.names:

@@ -61,11 +61,12 @@ def _apply(r: dict[str, Any], inbox: list[tuple[Any, ...]], position: int, type_
             r["requested"], r["sku"], r["from_order_number"]))
 
 
-def apply(cur: Cursor[Any], items: list[Item]) -> None:
+def apply(cur: Cursor[Any], items: list[Item], cache: Any = None) -> None:
     """Applies a batch of this projection's events, in log order."""
     if not items:
         return
-    ids = list({str(e.originator_id) for _, e, _ in items})
+    made = {str(e.originator_id) for _, e, t in items if t == "ReserveRequested"}
+    ids = list({str(e.originator_id) for _, e, _ in items} - made)  # made ones: not stored yet
     cur.execute(f"SELECT {', '.join(_COLUMNS)} FROM rm_requests "  # noqa: S608 - our names
                 "WHERE request_id = ANY(%s)", (ids,))
     rows = {row[0]: dict(zip(_COLUMNS, row, strict=True)) for row in cur.fetchall()}
