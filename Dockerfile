@@ -21,6 +21,7 @@ COPY domain/ domain/
 COPY handlers/ handlers/
 COPY projections/ projections/
 COPY services/ services/
+COPY console/ console/
 RUN pip install --upgrade pip \
  && pip install .
 

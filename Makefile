@@ -4,7 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-e2e demo lint install clean
+.PHONY: run test test-unit test-integration test-e2e test-browser screenshots chromium demo lint \
+        install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +15,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The browser tests drive Debian's chromium (browser downloads are blocked; never
+# `playwright install`). Installed here when missing; fails loudly, never skips.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || { echo "installing Debian's chromium for the console's browser tests"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+	@test -x $(CHROMIUM) || { echo "FAIL: $(CHROMIUM) is missing and could not be installed" >&2; \
+	  exit 1; }
+
 run: $(STAMP)
 	$(BIN)/reserves serve
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/pytest -q
 
 test-unit: $(STAMP)
@@ -29,6 +39,13 @@ test-integration: $(STAMP)
 test-e2e: $(STAMP)
 	$(BIN)/pytest -q tests/e2e
 
+test-browser: $(STAMP) chromium
+	$(BIN)/pytest -q tests/browser
+
+# Refreshes the console screenshots committed under docs/console/ (the README shows them).
+screenshots: $(STAMP) chromium
+	CONSOLE_UPDATE_DOCS=1 $(BIN)/pytest -q tests/browser/test_console.py
+
 demo: $(STAMP)
 	$(BIN)/python -m services.demo
 
@@ -37,4 +54,4 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) var test-artifacts .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from console import mount_console
 from domain import commands as c
 from handlers import wire
 from handlers.auth import Authenticator, Caller
@@ -190,4 +191,5 @@ def create_http_app(services: Services, *, title: str = "Reserve exchange") -> F
     async def post_cancel(request: Request, request_id: str) -> JSONResponse:
         return await command(request, lambda b: _validate(wire.CancelBody, b).command(request_id))
 
+    mount_console(app, services)  # the managers' web console at / (console/)
     return app
