@@ -106,27 +106,17 @@ class ErpIngest:
 
     def ingest(self, envelopes: list[Envelope]) -> IngestResult:
         """Applies the batch in order, or nothing of it. Seen ``event_id``s are duplicates."""
+        keys = [receipt_key(e.event_id) for e in envelopes]
         for attempt in range(MAX_ATTEMPTS):
-            seen = self.store.receipts([receipt_key(e.event_id) for e in envelopes])
-            batch = _Batch(self.store)
-            receipts: dict[str, Receipt] = {}
-            duplicates = 0
-            for index, envelope in enumerate(envelopes):
-                key = receipt_key(envelope.event_id)
-                earlier = seen.get(key) or receipts.get(key)
-                if earlier is not None:
-                    if earlier.fingerprint != envelope.fingerprint:
-                        raise FactRefusedError(index, envelope.event_id, errors.InvalidInputError(
-                            "this event_id was used before for a different fact",
-                            code="event_id_reused",
-                        ))
-                    duplicates += 1
+            seen = self.store.receipts(keys)
+            try:
+                batch, receipts, duplicates = self._apply(envelopes, seen)
+            except FactRefusedError:
+                # A twin of this batch may have been stored between reading the receipts and
+                # loading the aggregates (then "placed before" means "a duplicate"): judge again.
+                if set(self.store.receipts(keys)) != set(seen):
                     continue
-                try:
-                    batch.apply(envelope.fact)
-                except errors.DomainError as e:
-                    raise FactRefusedError(index, envelope.event_id, e) from None
-                receipts[key] = Receipt(key, envelope.fingerprint, 200, {})
+                raise
             try:
                 self.store.save_all(batch.touched.values(), list(receipts.values()))
             except (RecordConflictError, DuplicateReceiptError):
@@ -134,3 +124,26 @@ class ErpIngest:
                 continue
             return IngestResult(accepted=len(receipts), duplicates=duplicates)
         raise RetriesExhaustedError(f"an ERP batch lost {MAX_ATTEMPTS} races in a row")
+
+    def _apply(self, envelopes: list[Envelope], seen: dict[str, Receipt]
+               ) -> tuple[_Batch, dict[str, Receipt], int]:
+        batch = _Batch(self.store)
+        receipts: dict[str, Receipt] = {}
+        duplicates = 0
+        for index, envelope in enumerate(envelopes):
+            key = receipt_key(envelope.event_id)
+            earlier = seen.get(key) or receipts.get(key)
+            if earlier is not None:
+                if earlier.fingerprint != envelope.fingerprint:
+                    raise FactRefusedError(index, envelope.event_id, errors.InvalidInputError(
+                        "this event_id was used before for a different fact",
+                        code="event_id_reused",
+                    ))
+                duplicates += 1
+                continue
+            try:
+                batch.apply(envelope.fact)
+            except errors.DomainError as e:
+                raise FactRefusedError(index, envelope.event_id, e) from None
+            receipts[key] = Receipt(key, envelope.fingerprint, 200, {})
+        return batch, receipts, duplicates

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -52,15 +51,22 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, "body_too_large", f"The body exceeds {MAX_BODY_BYTES} bytes.")
+    raw = bytearray()
+    async for chunk in request.stream():  # stop reading at the limit, not after the whole body
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise ApiError(413, "body_too_large", f"The body exceeds {MAX_BODY_BYTES} bytes.")
     if not raw.strip():
         return {}
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ApiError(400, "malformed_json", f"The body is not valid JSON: {e}.") from None
+        return wire.decode_json(bytes(raw))
+    except wire.MalformedJsonError as e:
+        raise ApiError(400, "malformed_json", f"The body cannot be read: {e}.") from None
+
+
+def _no_nul_in_path(*values: str) -> None:
+    if wire.has_nul(*values):
+        raise ApiError(422, "validation_failed", "A path parameter contains U+0000.")
 
 
 def _validate(model: type[BaseModel], payload: Any) -> Any:
@@ -138,16 +144,19 @@ def create_http_app(services: Services, *, title: str = "Reserve exchange") -> F
     @app.get("/v1/stock/{warehouse}/{sku}")
     async def get_stock(request: Request, warehouse: str, sku: str) -> dict[str, Any]:
         caller(request, "manager")
+        _no_nul_in_path(warehouse, sku)
         return await run_in_threadpool(services.views.stock, warehouse, sku)
 
     @app.get("/v1/stock/{warehouse}/{sku}/reserves")
     async def get_reserves(request: Request, warehouse: str, sku: str) -> dict[str, Any]:
         caller(request, "manager")
+        _no_nul_in_path(warehouse, sku)
         return await run_in_threadpool(services.views.reserves, warehouse, sku)
 
     @app.get("/v1/orders/{order_id}")
     async def get_order(request: Request, order_id: str) -> dict[str, Any]:
         caller(request, "manager")
+        _no_nul_in_path(order_id)
         found = await run_in_threadpool(services.views.order, order_id)
         if found is None:
             raise ApiError(404, "order_not_found", f"Customer order {order_id!r} is unknown.")
@@ -164,6 +173,7 @@ def create_http_app(services: Services, *, title: str = "Reserve exchange") -> F
     @app.get("/v1/reserve-requests/{request_id}")
     async def get_request(request: Request, request_id: str) -> dict[str, Any]:
         caller(request, "manager")
+        _no_nul_in_path(request_id)
         found = await run_in_threadpool(services.views.request, request_id)
         if found is None:
             raise ApiError(404, "request_not_found", f"Reserve request {request_id!r} is unknown.")

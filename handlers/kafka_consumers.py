@@ -10,7 +10,6 @@ any other failure is a dead letter too, so a bug never blocks a partition for go
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -43,7 +42,14 @@ async def dead_letter(broker: KafkaBroker, msg: Any, reason: str) -> None:
 
 
 def _decode(body: bytes) -> Any:
-    return json.loads(body.decode("utf-8"))
+    return wire.decode_json(body)
+
+
+async def _undecoded(msg: Any) -> Any:
+    """FastStream's own decoder parses JSON before the handler runs, and its errors there
+    (a 5,000-digit number, nesting past the recursion limit) would be nacked and redelivered
+    forever: the handlers read the bytes themselves, so every such message is dead-lettered."""
+    return msg.body
 
 
 def command_result(command_id: str, outcome: Outcome) -> dict[str, Any]:
@@ -58,13 +64,14 @@ def register_consumers(broker: KafkaBroker, *, erp: ErpIngest, commands: Command
         "auto_offset_reset": "earliest",
         "session_timeout_ms": session_timeout_ms,
         "heartbeat_interval_ms": max(session_timeout_ms // 4, 100),
+        "decoder": _undecoded,
     }
 
     @broker.subscriber(ERP_EVENTS, group_id=ERP_GROUP, **common)
     async def on_erp_events(msg: KafkaMessage) -> None:
         try:
             envelopes = wire.parse_erp_body(_decode(msg.body))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except wire.MalformedJsonError:
             return await dead_letter(broker, msg, "The message is not UTF-8 JSON.")
         except wire.WireError as e:
             return await dead_letter(broker, msg, f"Invalid ERP envelope: {e}")
@@ -85,7 +92,7 @@ def register_consumers(broker: KafkaBroker, *, erp: ErpIngest, commands: Command
     async def on_reserve_commands(msg: KafkaMessage) -> None:
         try:
             payload = _decode(msg.body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except wire.MalformedJsonError:
             return await dead_letter(broker, msg, "The message is not UTF-8 JSON.")
         command_id = payload.get("command_id") if isinstance(payload, dict) else None
         if not isinstance(command_id, str) or not command_id:

@@ -5,6 +5,7 @@ These models live at the edge only; the domain never sees them.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -22,8 +23,18 @@ from domain import facts as f
 from handlers.erp import Envelope
 from handlers.outcome import fingerprint
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+def _no_nul(value: str) -> str:
+    """PostgreSQL text cannot hold U+0000: refused here, at the edge, rather than stored in an
+    event that no view could ever project."""
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    return value
+
+
+Text = AfterValidator(_no_nul)
+Id = Annotated[str, StringConstraints(min_length=1, max_length=200), Text]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200), Text]
 Quantity = Annotated[int, Field(strict=True, ge=1, le=1_000_000_000)]
 Level = Annotated[int, Field(strict=True, ge=0, le=1_000_000_000)]
 MAX_BATCH = 1000
@@ -36,6 +47,31 @@ def _wall_clock(value: datetime) -> datetime:
 
 
 LocalDateTime = Annotated[datetime, AfterValidator(_wall_clock)]
+
+
+class MalformedJsonError(ValueError):
+    """Bytes that are not UTF-8 JSON this service can read."""
+
+
+def decode_json(raw: bytes) -> Any:
+    """JSON from UTF-8 bytes. Every way it can fail is a ``MalformedJsonError``: invalid UTF-8
+    or JSON, an integer of more digits than Python converts (``ValueError``), nesting deeper
+    than the parser's recursion limit (``RecursionError``)."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise MalformedJsonError("it is not UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise MalformedJsonError(f"it is not valid JSON: {e}") from None
+    except ValueError:
+        raise MalformedJsonError("it holds a number too long to read") from None
+    except RecursionError:
+        raise MalformedJsonError("it is nested too deeply") from None
+
+
+def has_nul(*values: str) -> bool:
+    """True if a path parameter holds U+0000, which no stored id can contain."""
+    return any("\x00" in v for v in values)
 
 
 class Wire(BaseModel):
@@ -189,7 +225,7 @@ class GiveBody(Wire):
 
 
 class DeclineBody(Wire):
-    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000), Text]
 
     def command(self, request_id: str | None = None) -> c.Command:
         assert request_id is not None

@@ -300,7 +300,10 @@ def test_event_ids_are_stable_per_aggregate_and_version() -> None:
     assert len({event_uuid(agg, 1), event_uuid(agg, 2), event_uuid(order_uuid("B"), 1)}) == 3
 
 
-names = st.text(alphabet=st.characters(exclude_characters="\x1f"), max_size=6)
+# Lone surrogates are left out: they are not text a client can send (the wire layer refuses
+# them with 422), and uuid5 cannot encode them.
+names = st.text(alphabet=st.characters(exclude_characters="\x1f", exclude_categories=["Cs"]),
+                max_size=6)
 
 
 @settings(max_examples=60, deadline=None)
