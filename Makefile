@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test test-unit test-integration test-e2e test-browser screenshots chromium demo lint \
-        install clean test-faults reliability
+        install clean bench test-faults reliability
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ test-browser: $(STAMP) chromium
 # Refreshes the console screenshots committed under docs/console/ (the README shows them).
 screenshots: $(STAMP) chromium
 	CONSOLE_UPDATE_DOCS=1 $(BIN)/pytest -q tests/browser/test_console.py
+
+# The benchmark harness (docs/performance.md): `make bench ARGS=--quick` for a short run.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m services.demo

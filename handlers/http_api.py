@@ -22,6 +22,7 @@ from handlers.auth import Authenticator, Caller
 from handlers.commands import CommandHandler, RetriesExhaustedError
 from handlers.erp import ErpIngest, FactRefusedError
 from handlers.outcome import STATUS_BY_KIND, Outcome, error_body
+from projections.history import OrderHistory
 from projections.queries import Views
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Services(Protocol):
     erp: ErpIngest
     views: Views
     auth: Authenticator
+    history: OrderHistory
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -156,6 +158,14 @@ def create_http_app(services: Services, *, title: str = "Reserve exchange") -> F
         caller(request, "manager")
         _no_nul_in_path(order_id)
         found = await run_in_threadpool(services.views.order, order_id)
+        if found is None:
+            raise ApiError(404, "order_not_found", f"Customer order {order_id!r} is unknown.")
+        return found
+
+    @app.get("/v1/orders/{order_id}/history")
+    async def get_order_history(request: Request, order_id: str) -> dict[str, Any]:
+        caller(request, "manager")  # like every view: any manager may read any order
+        found = await run_in_threadpool(services.history.order, order_id)
         if found is None:
             raise ApiError(404, "order_not_found", f"Customer order {order_id!r} is unknown.")
         return found

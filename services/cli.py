@@ -1,4 +1,4 @@
-"""The ``reserves`` console script: serve, replay, republish."""
+"""The ``reserves`` console script: serve, replay, republish, history, dlq."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ import contextlib
 import logging
 import signal
 import sys
-import time
 from collections.abc import Iterator
 
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from services import ops
 from services.settings import ROLES, Settings, SettingsError, load_settings
 
 console = Console(stderr=True)
@@ -121,38 +120,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from services.runtime import Core, Infrastructure
-
-    infra = Infrastructure.start(settings, with_broker=False)
-    core = Core(settings, infra.database_url)
-    try:
-        total = core.store.recorder.max_notification_id() or 0
-        started = time.monotonic()
-        with Progress(TextColumn("replaying views"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[rate]} events/s"), TimeRemainingColumn(),
-                      console=console, disable=not console.is_terminal) as progress:
-            task = progress.add_task("replay", total=total, rate="-")
-            last_log = [0.0]
-
-            def report(position: int, end: int) -> None:
-                elapsed = max(time.monotonic() - started, 1e-6)
-                progress.update(task, completed=position, total=end,
-                                rate=f"{position / elapsed:,.0f}")
-                if not console.is_terminal and time.monotonic() - last_log[0] > 2:
-                    last_log[0] = time.monotonic()
-                    console.print(f"replay: position {position}/{end} "
-                                  f"({position / elapsed:,.0f} events/s)")
-
-            reached = core.projector.replay(report)
-        elapsed = time.monotonic() - started
-        console.print(f"replay done: {reached} events into every view in {elapsed:.1f} s")
-    finally:
-        core.close()
-        infra.stop()
-    return 0
-
-
 async def _republish(settings: Settings, start: int, stop: int | None) -> int:
     from projections.relay import Relay
     from services.runtime import Core, Infrastructure
@@ -190,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--roles", type=parse_roles, default=",".join(ROLES),
                        help=f"what this process runs, comma-separated (default: all of "
                             f"{','.join(ROLES)}); run the others in other processes")
-    sub.add_parser("replay", help="rebuild the read models from the event store")
+    ops.add_parsers(sub)  # replay, history, dlq
     republish = sub.add_parser("republish", help="re-emit stored events to reserve.events")
     republish.add_argument("--from", dest="from_position", type=int, default=1,
                            help="first position to re-emit (default 1)")
@@ -205,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as e:
         console.print(f"[red]configuration error:[/] {e}")
         return 2
-    handler = {"serve": cmd_serve, "replay": cmd_replay, "republish": cmd_republish}
+    handler = {"serve": cmd_serve, "replay": ops.cmd_replay, "republish": cmd_republish,
+               "history": ops.cmd_history, "dlq": ops.cmd_dlq}
     try:
         return handler[args.command](args, settings)
     except SettingsError as e:

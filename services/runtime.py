@@ -21,6 +21,7 @@ from handlers.commands import CommandHandler
 from handlers.erp import ErpIngest
 from handlers.expiry import expire_due
 from handlers.kafka_consumers import register_consumers
+from projections.history import OrderHistory
 from projections.projector import Projector, create_schema
 from projections.queries import Views
 from projections.relay import Relay
@@ -84,6 +85,7 @@ class Core:
     erp: ErpIngest = field(init=False)
     auth: Authenticator = field(init=False)
     projector: Projector = field(init=False)
+    history: OrderHistory = field(init=False)
 
     def __post_init__(self) -> None:
         self.store = ReserveStore(env=postgres_env(self.database_url))
@@ -98,6 +100,7 @@ class Core:
         self.erp = ErpIngest(self.store)
         self.auth = Authenticator(self.settings.api_tokens, self.settings.erp_tokens)
         self.projector = Projector(self.store, self.pool)
+        self.history = OrderHistory(self.store, self.pool)
 
     def close(self) -> None:
         self.pool.close()

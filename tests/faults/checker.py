@@ -218,7 +218,9 @@ def check_replay(report: CheckReport, store: ReserveStore, admin_url: str, scrat
     try:
         with pool.connection() as conn:
             create_schema(conn)
-        Projector(store, pool).replay()
+        projector = Projector(store, pool)  # a fresh database: every projection from 0
+        while projector.run_once(limit=2000):
+            pass
         with pool.connection() as conn:
             replayed = read_views(conn)
     finally:

@@ -122,7 +122,7 @@ def quiesce(cluster: Cluster, timeout: float) -> None:
             pending = conn.execute(
                 "SELECT count(*) FROM rm_requests WHERE status = 'pending'").fetchone()
         assert top is not None and pending is not None
-        if pending[0] == 0 and tracking.get("views") == top[0] == tracking.get("relay"):
+        if pending[0] == 0 and tracking and all(p == top[0] for p in tracking.values()):
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"the service did not settle in {timeout} s: {pending[0]} "
