@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test test-unit test-integration test-e2e test-browser screenshots chromium demo lint \
-        install clean
+        install clean bench test-faults reliability
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,12 +39,24 @@ test-integration: $(STAMP)
 test-e2e: $(STAMP)
 	$(BIN)/pytest -q tests/e2e
 
+# Kill -9 of each role, broker and PostgreSQL restarts under a workload, then the checker
+# (docs/reliability.md). FAULTS_SEED=n replays a run; `make reliability ARGS="--seed n"` too.
+test-faults: $(STAMP)
+	$(BIN)/pytest -q -s -m faults tests/faults
+
+reliability: $(STAMP)
+	$(BIN)/python -m tests.faults.reliability $(ARGS)
+
 test-browser: $(STAMP) chromium
 	$(BIN)/pytest -q tests/browser
 
 # Refreshes the console screenshots committed under docs/console/ (the README shows them).
 screenshots: $(STAMP) chromium
 	CONSOLE_UPDATE_DOCS=1 $(BIN)/pytest -q tests/browser/test_console.py
+
+# The benchmark harness (docs/performance.md): `make bench ARGS=--quick` for a short run.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m services.demo

@@ -154,7 +154,8 @@ class ConsoleQueries:
         and the manager's unread count."""
         with self.pool.connection() as conn:
             row = conn.execute(
-                "SELECT (SELECT position FROM rm_tracking WHERE name = 'views'), "
+                "SELECT (SELECT sum(position) FROM rm_tracking WHERE name IN ('orders', "
+                "'requests')), "  # the projections' positions (reserves replay splits them)
                 "(SELECT count(*) FROM rm_inbox i WHERE i.manager = %s AND i.position > "
                 " COALESCE((SELECT position FROM console_seen WHERE manager = %s), 0))",
                 (manager, manager),

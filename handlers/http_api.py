@@ -23,6 +23,7 @@ from handlers.commands import CommandHandler, RetriesExhaustedError
 from handlers.erp import ErpIngest, FactRefusedError
 from handlers.observe_http import Readiness, add_schemas, body_of, install
 from handlers.outcome import STATUS_BY_KIND, Outcome, error_body
+from projections.history import OrderHistory
 from projections.queries import Views
 from services.observability import record_command, record_erp, record_erp_refusal
 
@@ -44,6 +45,7 @@ class Services(Protocol):
     erp: ErpIngest
     views: Views
     auth: Authenticator
+    history: OrderHistory
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -184,6 +186,15 @@ def create_http_app(services: Services, *, title: str = "Reserve exchange",
         caller(request, "manager")
         _no_nul_in_path(order_id)
         found = await run_in_threadpool(services.views.order, order_id)
+        if found is None:
+            raise ApiError(404, "order_not_found", f"Customer order {order_id!r} is unknown.")
+        return found
+
+    @app.get("/v1/orders/{order_id}/history", responses=_answers(wire.OrderHistoryView))
+    async def get_order_history(request: Request, order_id: str) -> dict[str, Any]:
+        caller(request, "manager")  # like every view: any manager may read any order
+        _no_nul_in_path(order_id)
+        found = await run_in_threadpool(services.history.order, order_id)
         if found is None:
             raise ApiError(404, "order_not_found", f"Customer order {order_id!r} is unknown.")
         return found

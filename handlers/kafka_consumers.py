@@ -37,8 +37,9 @@ async def dead_letter(broker: KafkaBroker, msg: Any, reason: str) -> None:
     raw = msg.raw_message
     source = f"{raw.topic}/{raw.partition}/{raw.offset}"
     log.warning("dead letter from %s: %s", source, reason)
+    original = {k: (v or b"").decode("utf-8", "replace") for k, v in raw.headers or ()}
     await broker.publish(raw.value, topic=DLQ, key=raw.key,
-                         headers={"error": reason, "source": source})
+                         headers={**original, "error": reason, "source": source})
 
 
 def _decode(body: bytes) -> Any:

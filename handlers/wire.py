@@ -374,6 +374,42 @@ class InboxView(Out):
     messages: list[InboxMessage] = Field(description="newest first")
 
 
+class HistoryEntry(Out):
+    at: str = Field(description="ISO-8601 time the event was recorded")
+    type: str = Field(description="the stored event's type")
+    by: str = Field(description="the manager, the ERP connector or the system")
+    by_kind: Literal["erp", "manager", "system"]
+    what: str = Field(description="a sentence for people")
+    quantity: int | None
+    request_id: str | None
+    event_id: str = Field(description="the event_id it has on reserve.events")
+
+
+class OpenRequest(Out):
+    request_id: str
+    from_order_id: str
+    to_order_id: str
+    sku: str
+    warehouse: str
+    requested: int
+    requester: str
+    owner: str
+    requested_at: str
+    expires_at: str
+
+
+class OpenRequests(Out):
+    incoming: list[OpenRequest] = Field(description="other orders asking this order's reserve")
+    outgoing: list[OpenRequest] = Field(description="this order asking other orders")
+
+
+class OrderHistoryView(OrderView):
+    """``GET /v1/orders/{order_id}/history``: why the order is (not) green."""
+
+    timeline: list[HistoryEntry] = Field(description="oldest first")
+    open_requests: OpenRequests
+
+
 class CommandResultMessage(Out):
     """A message on ``reserve.command-results`` (key: ``command_id``), one per command."""
 

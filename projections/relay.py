@@ -91,16 +91,25 @@ class Relay:
             conn.execute("UPDATE rm_tracking SET position = %s WHERE name = %s",
                          (position, TRACKING_NAME))
 
+    def published_count(self, position: int) -> int:
+        """How many stored events lie at or below ``position`` (ids may have gaps)."""
+        table = self.store.recorder.events_table_name  # type: ignore[attr-defined]
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                f"SELECT count(*) FROM {table} WHERE notification_id <= %s",  # noqa: S608 - ours
+                (position,)).fetchone()
+        return int(row[0]) if row else 0
+
     async def rewind_if_topic_lost(self) -> None:
-        """A broker that lost its data (the embedded one keeps nothing across restarts) shows an
-        empty ``reserve.events``; then everything stored is published again, same ids."""
+        """A broker that lost its data (the embedded one keeps nothing across restarts) holds
+        fewer messages on ``reserve.events`` than were published there: then everything stored
+        is published again, same ids. End offsets never fall on a broker that kept its data
+        (retention deletes from the start, not the end), so this is never a false alarm."""
         position = await asyncio.to_thread(self.position)
         if position == 0:
             return
-        partitions = self.producer.client.cluster.partitions_for_topic(RESERVE_EVENTS)
-        if partitions is None:
-            await self.producer.client.force_metadata_update()
-            partitions = self.producer.client.cluster.partitions_for_topic(RESERVE_EVENTS) or set()
+        await self.producer.client.force_metadata_update()
+        partitions = self.producer.client.cluster.partitions_for_topic(RESERVE_EVENTS) or set()
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers)
         await consumer.start()
         try:
@@ -108,9 +117,14 @@ class Relay:
                                                for p in partitions])
         finally:
             await consumer.stop()
-        if sum(ends.values()) == 0:
-            log.warning("reserve.events is empty but %d events were published before: the "
-                        "broker lost its data; publishing the event store again", position)
+        on_topic = sum(ends.values())
+        if on_topic >= position:  # at most ``position`` events were published: nothing lost
+            return
+        published = await asyncio.to_thread(self.published_count, position)
+        if on_topic < published:
+            log.warning("reserve.events holds %d messages but %d events were published before: "
+                        "the broker lost its data; publishing the event store again",
+                        on_topic, published)
             await asyncio.to_thread(self.set_position, 0)
 
     async def _publish(self, notifications: list[Any]) -> None:

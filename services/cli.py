@@ -1,24 +1,22 @@
-"""The ``reserves`` console script: serve, replay, republish."""
+"""The ``reserves`` console script: serve, replay, republish, history, dlq."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from services import ops
 from services.logs import configure_logging
-from services.settings import Settings, SettingsError, load_settings
+from services.settings import ROLES, Settings, SettingsError, load_settings
 
 console = Console(stderr=True)
 
@@ -57,27 +55,49 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-async def _serve(settings: Settings) -> None:
-    from handlers.http_api import create_http_app
-    from services.runtime import Infrastructure, Service
+async def _until_stopped() -> None:
+    """Waits for Ctrl-C or SIGTERM (a process without the HTTP API has no server to wait on)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
-    infra = await asyncio.to_thread(Infrastructure.start, settings)
+
+async def _serve(settings: Settings, roles: frozenset[str]) -> None:
+    from handlers.http_api import create_http_app
+    from services.runtime import BROKER_ROLES, Infrastructure, Service
+
+    infra = await asyncio.to_thread(Infrastructure.start, settings,
+                                    with_broker=bool(roles & BROKER_ROLES))
     service = None
     try:
-        service = await asyncio.to_thread(Service, settings, infra)
+        service = await asyncio.to_thread(Service, settings, infra, roles)
         await service.start_background()
         app = create_http_app(service.core, readiness=service.monitor)
         server = _Server(uvicorn.Config(app, host=settings.http_host,
-                                               port=settings.http_port, log_level="warning",
-                                               lifespan="off"))
-        service.write_runtime_file()
-        console.print(f"[bold green]reserve exchange[/] serving http://{settings.http_host}:"
-                      f"{settings.http_port}  (PostgreSQL: "
+                                        port=settings.http_port, log_level="warning",
+                                        lifespan="off"))
+        if "api" in roles:
+            service.write_runtime_file()
+            where = f"serving http://{settings.http_host}:{settings.http_port}"
+        else:
+            where = "running"
+        console.print(f"[bold green]reserve exchange[/] {where}  roles: "
+                      f"{','.join(sorted(roles))}  (PostgreSQL: "
                       f"{'embedded' if infra.embedded_pg else 'DATABASE_URL'}, Kafka: "
-                      f"{infra.bootstrap_servers}{' embedded' if infra.embedded_broker else ''})")
+                      f"{infra.bootstrap_servers or '-'}"
+                      f"{' embedded' if infra.embedded_broker else ''})")
         _print_dev_tokens(settings)
         console.print("Press Ctrl-C to stop.")
-        await server.serve()
+        if "api" in roles:
+            await server.serve()
+        else:
+            await _until_stopped()
     finally:
         if service is not None:
             await service.stop_background()
@@ -86,42 +106,19 @@ async def _serve(settings: Settings) -> None:
         console.print("stopped.")
 
 
+def parse_roles(raw: str) -> frozenset[str]:
+    roles = frozenset(r.strip() for r in raw.split(",") if r.strip())
+    unknown = sorted(roles - set(ROLES))
+    if unknown or not roles:
+        raise argparse.ArgumentTypeError(
+            f"roles are a comma-separated subset of {','.join(ROLES)}; "
+            f"not {','.join(unknown) or 'empty'}")
+    return roles
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(settings))
-    return 0
-
-
-def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from services.runtime import Core, Infrastructure
-
-    infra = Infrastructure.start(settings, with_broker=False)
-    core = Core(settings, infra.database_url)
-    logging.getLogger("projections.projector").setLevel(logging.WARNING)  # a line per command
-    try:
-        total = core.store.recorder.max_notification_id() or 0
-        started = time.monotonic()
-        with Progress(TextColumn("replaying views"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[rate]} events/s"), TimeRemainingColumn(),
-                      console=console, disable=not console.is_terminal) as progress:
-            task = progress.add_task("replay", total=total, rate="-")
-            last_log = [0.0]
-
-            def report(position: int, end: int) -> None:
-                elapsed = max(time.monotonic() - started, 1e-6)
-                progress.update(task, completed=position, total=end,
-                                rate=f"{position / elapsed:,.0f}")
-                if not console.is_terminal and time.monotonic() - last_log[0] > 2:
-                    last_log[0] = time.monotonic()
-                    console.print(f"replay: position {position}/{end} "
-                                  f"({position / elapsed:,.0f} events/s)")
-
-            reached = core.projector.replay(report)
-        elapsed = time.monotonic() - started
-        console.print(f"replay done: {reached} events into every view in {elapsed:.1f} s")
-    finally:
-        core.close()
-        infra.stop()
+        asyncio.run(_serve(settings, args.roles))
     return 0
 
 
@@ -173,8 +170,11 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reserves", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run everything in one process (embedded defaults when unset)")
-    sub.add_parser("replay", help="rebuild the read models from the event store")
+    serve = sub.add_parser("serve", help="run the service (embedded defaults when unset)")
+    serve.add_argument("--roles", type=parse_roles, default=",".join(ROLES),
+                       help=f"what this process runs, comma-separated (default: all of "
+                            f"{','.join(ROLES)}); run the others in other processes")
+    ops.add_parsers(sub)  # replay, history, dlq
     republish = sub.add_parser("republish", help="re-emit stored events to reserve.events")
     republish.add_argument("--from", dest="from_position", type=int, default=1,
                            help="first position to re-emit (default 1)")
@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as e:
         console.print(f"[red]configuration error:[/] {e}")
         return 2
-    handler = {"serve": cmd_serve, "replay": cmd_replay, "republish": cmd_republish}
+    handler = {"serve": cmd_serve, "replay": ops.cmd_replay, "republish": cmd_republish,
+               "history": ops.cmd_history, "dlq": ops.cmd_dlq}
     try:
         return handler[args.command](args, settings)
     except SettingsError as e:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -22,13 +23,14 @@ from handlers.commands import CommandHandler
 from handlers.erp import ErpIngest
 from handlers.expiry import expire_due
 from handlers.kafka_consumers import COMMANDS_GROUP, ERP_GROUP, register_consumers
+from projections.history import OrderHistory
 from projections.projector import Projector, create_schema
 from projections.queries import Views
 from projections.relay import Relay
 from services.embedded import EmbeddedBroker, EmbeddedPostgres
 from services.eventstore import ReserveStore, postgres_env
 from services.observability import Monitor, MonitorSettings
-from services.settings import Settings
+from services.settings import ROLES, Settings
 from services.topics import COMMANDS, ERP_EVENTS, ensure_topics
 from services.tracing import CorrelationMiddleware
 
@@ -36,6 +38,11 @@ log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.02
 ERROR_BACKOFF_S = 1.0
+TOPIC_CHECK_S = 5.0
+# Consumers notice a topic that came back (a broker restarted empty, the relay re-created it)
+# only at a metadata refresh; aiokafka's default of 5 minutes would leave them idle that long.
+METADATA_MAX_AGE_MS = 5_000
+BROKER_ROLES = frozenset({"consumers", "relay"})
 
 
 @dataclass
@@ -82,6 +89,7 @@ class Core:
     erp: ErpIngest = field(init=False)
     auth: Authenticator = field(init=False)
     projector: Projector = field(init=False)
+    history: OrderHistory = field(init=False)
 
     def __post_init__(self) -> None:
         self.store = ReserveStore(env=postgres_env(self.database_url))
@@ -96,6 +104,7 @@ class Core:
         self.erp = ErpIngest(self.store)
         self.auth = Authenticator(self.settings.api_tokens, self.settings.erp_tokens)
         self.projector = Projector(self.store, self.pool)
+        self.history = OrderHistory(self.store, self.pool)
 
     def close(self) -> None:
         self.pool.close()
@@ -125,11 +134,14 @@ async def loop_forever(name: str, step: Callable[[], Awaitable[int]], idle: floa
 
 
 class Service:
-    """``reserves serve``: HTTP API, consumers, relay, projections and the expiry timer."""
+    """``reserves serve``: HTTP API, consumers, relay, projections and the expiry timer, or the
+    ``roles`` named (the HTTP API itself is served by the CLI when "api" is among them)."""
 
-    def __init__(self, settings: Settings, infra: Infrastructure) -> None:
+    def __init__(self, settings: Settings, infra: Infrastructure,
+                 roles: frozenset[str] = frozenset(ROLES)) -> None:
         self.settings = settings
         self.infra = infra
+        self.roles = roles
         self.core = Core(settings, infra.database_url)
         self.producer: AIOKafkaProducer | None = None
         self.broker: KafkaBroker | None = None
@@ -140,36 +152,62 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start_background(self) -> None:
-        s, core = self.settings, self.core
-        await ensure_topics(self.infra.bootstrap_servers, s.kafka_partitions,
-                            s.kafka_replication_factor)
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.infra.bootstrap_servers, acks="all",
-            enable_idempotence=s.kafka_enable_idempotence, linger_ms=1,
-        )
-        await self.producer.start()
-        self.relay = Relay(core.store, core.pool, self.producer,
-                           bootstrap_servers=self.infra.bootstrap_servers)
-        await self.relay.rewind_if_topic_lost()
-        self.broker = KafkaBroker(self.infra.bootstrap_servers, logger=None,
-                                  enable_idempotence=s.kafka_enable_idempotence,
-                                  middlewares=[CorrelationMiddleware,
-                                               KafkaPrometheusMiddleware(registry=REGISTRY)])
-        register_consumers(self.broker, erp=core.erp, commands=core.commands,
-                           managers=frozenset(s.api_tokens.values()),
-                           session_timeout_ms=s.kafka_session_timeout_ms)
-        await self.broker.start()
-        relay = self.relay
-        interval = max(0.2, min(5.0, s.request_ttl / 10))
-        self._tasks = [
-            asyncio.create_task(loop_forever(
-                "projections", lambda: asyncio.to_thread(core.projector.run_once), IDLE_POLL_S)),
-            asyncio.create_task(loop_forever("relay", relay.run_once, IDLE_POLL_S)),
-            asyncio.create_task(loop_forever(
+        s, core, roles = self.settings, self.core, self.roles
+        if roles & BROKER_ROLES:
+            await ensure_topics(self.infra.bootstrap_servers, s.kafka_partitions,
+                                s.kafka_replication_factor)
+        if "relay" in roles:
+            self.producer = AIOKafkaProducer(
+                bootstrap_servers=self.infra.bootstrap_servers, acks="all",
+                enable_idempotence=s.kafka_enable_idempotence, linger_ms=1,
+            )
+            await self.producer.start()
+            self.relay = Relay(core.store, core.pool, self.producer,
+                               bootstrap_servers=self.infra.bootstrap_servers)
+            await self.relay.rewind_if_topic_lost()
+        if "consumers" in roles:
+            self.broker = KafkaBroker(self.infra.bootstrap_servers, logger=None,
+                                      enable_idempotence=s.kafka_enable_idempotence,
+                                      metadata_max_age_ms=METADATA_MAX_AGE_MS,
+                                      middlewares=[CorrelationMiddleware,
+                                                   KafkaPrometheusMiddleware(registry=REGISTRY)])
+            register_consumers(self.broker, erp=core.erp, commands=core.commands,
+                               managers=frozenset(s.api_tokens.values()),
+                               session_timeout_ms=s.kafka_session_timeout_ms)
+            await self.broker.start()
+        if "projections" in roles:
+            self._tasks.append(asyncio.create_task(loop_forever(
+                "projections", lambda: asyncio.to_thread(core.projector.run_once), IDLE_POLL_S)))
+        if self.relay is not None:
+            self._tasks.append(asyncio.create_task(
+                loop_forever("relay", self._relay_step(self.relay), IDLE_POLL_S)))
+        if "expiry" in roles:
+            interval = max(0.2, min(5.0, s.request_ttl / 10))
+            self._tasks.append(asyncio.create_task(loop_forever(
                 "expiry", lambda: asyncio.to_thread(expire_due, core.commands,
-                                                    core.views.due_requests), interval)),
-            asyncio.create_task(self.monitor.run()),
-        ]
+                                                    core.views.due_requests), interval)))
+        self._tasks.append(asyncio.create_task(self.monitor.run()))
+
+    def _relay_step(self, relay: Relay) -> Callable[[], Awaitable[int]]:
+        """The relay's step. After a failure (the broker went away), and every
+        ``TOPIC_CHECK_S`` since a broker may restart between two polls, it first re-creates
+        lost topics and republishes what a broker that restarted empty has lost."""
+        s = self.settings
+        state = {"healthy": True, "checked": time.monotonic()}
+
+        async def step() -> int:
+            if not state["healthy"] or time.monotonic() - state["checked"] > TOPIC_CHECK_S:
+                await ensure_topics(self.infra.bootstrap_servers, s.kafka_partitions,
+                                    s.kafka_replication_factor)
+                await relay.rewind_if_topic_lost()
+                state.update(healthy=True, checked=time.monotonic())
+            try:
+                return await relay.run_once()
+            except Exception:
+                state["healthy"] = False
+                raise
+
+        return step
 
     async def stop_background(self) -> None:
         for task in self._tasks:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEV_MANAGERS = ("ivanov", "petrova", "sidorov")
+ROLES = ("api", "consumers", "relay", "projections", "expiry")  # what `reserves serve` can run
 
 
 class SettingsError(ValueError):

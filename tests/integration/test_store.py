@@ -81,3 +81,22 @@ def test_duplicate_erp_event_ids_change_nothing(core: Core, tmp_path: Path) -> N
     again = core.erp.ingest(parse_erp_body(facts))
     assert (again.accepted, again.duplicates) == (0, 5)
     assert core.store.get_order(owner).held(WAREHOUSE, SKU) == 8
+
+
+def test_a_full_erp_batch_is_stored_in_one_save_without_hanging(core: Core) -> None:
+    """1,000 facts (2,000 events) in one save: psycopg's pipeline mode deadlocked on such a
+    save over the embedded PostgreSQL's Unix socket; the recorder no longer pipelines."""
+    prefix = uid()
+    facts = [{
+        "event_id": f"{prefix}-{i}", "type": "CustomerOrderPlaced",
+        "occurred_at": "2020-04-30T08:42:28",
+        "data": {"order_id": f"{prefix}-{i}", "number": f"N{i}", "date": "2020-04-30T08:42:28",
+                 "partner": "p", "manager": "ivanov",
+                 "lines": [{"sku": SKU, "warehouse": WAREHOUSE, "quantity": 1}]},
+    } for i in range(1000)]
+    done: list[int] = []
+    worker = threading.Thread(
+        target=lambda: done.append(core.erp.ingest(parse_erp_body(facts)).accepted), daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert done == [1000], "the save of one full batch did not finish within 120 s"

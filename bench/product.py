@@ -1,0 +1,418 @@
+"""Driving the product the way its users do: a real ``reserves serve`` over HTTP and Kafka,
+and ``reserves replay`` as the operator runs it, in a child process whose peak RSS is read."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from bench.baselines import FETCH_MAX_WAIT_MS
+from bench.infra import PYTHON
+from bench.seed import OWNER, REQUESTER, WAREHOUSE, Slot
+from services.topics import ERP_EVENTS, ORDER_STATUS
+
+EVENTS_TABLE = "reserves_events"
+
+
+class Serve:
+    """``reserves serve`` as a child process; its log goes to a file."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.url = f"http://127.0.0.1:{env['HTTP_PORT']}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 120.0) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([PYTHON, "-m", "services.cli", "serve"],  # noqa: S603
+                                         env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"reserves serve exited early:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reserves serve did not answer /health in {timeout} s")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+# -- the store's positions -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Positions:
+    head: int  # the newest stored event's notification id
+    views: int
+    relay: int
+
+    @property
+    def views_lag(self) -> int:
+        return max(self.head - self.views, 0)
+
+    @property
+    def relay_lag(self) -> int:
+        return max(self.head - self.relay, 0)
+
+
+def positions(database_url: str) -> Positions:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        head = conn.execute(
+            f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}").fetchone()  # noqa: S608
+        rows: dict[str, int] = dict(
+            conn.execute("SELECT name, position FROM rm_tracking").fetchall())
+    return Positions(int(head[0]) if head else 0, int(rows.get("views", 0)),
+                     int(rows.get("relay", 0)))
+
+
+def wait_caught_up(database_url: str, target: int | None = None, timeout: float = 600.0,
+                   interval: float = 0.05) -> float:
+    """Seconds until the projections and the relay reached ``target`` (default: the head now).
+    Raises TimeoutError after ``timeout``."""
+    started = time.perf_counter()
+    goal = positions(database_url).head if target is None else target
+    while True:
+        p = positions(database_url)
+        if p.views >= goal and p.relay >= goal:
+            return time.perf_counter() - started
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError(f"views at {p.views}, relay at {p.relay}, wanted {goal}")
+        time.sleep(interval)
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    events: int
+    seconds: float
+    complete: bool
+
+    @property
+    def per_second(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+def catch_up(database_url: str, timeout: float,
+             interval: float = 0.05) -> dict[str, CatchUp]:
+    """Times the projections ('views') and the relay from their first step forward to the
+    head of the log; the serve process's start-up is not counted."""
+    head = positions(database_url).head
+    deadline = time.perf_counter() + timeout
+    first: dict[str, tuple[float, int]] = {}
+    last: dict[str, tuple[float, int]] = {}
+    while time.perf_counter() < deadline:
+        now, p = time.perf_counter(), positions(database_url)
+        for name, pos in (("views", p.views), ("relay", p.relay)):
+            if name in last and last[name][1] >= head:
+                continue  # done: keep the time it first got there
+            if pos > 0 and name not in first:
+                first[name] = (now, pos)
+            last[name] = (now, pos)
+        if p.views >= head and p.relay >= head:
+            break
+        time.sleep(interval)
+    out = {}
+    for name in ("views", "relay"):
+        if name not in first:
+            out[name] = CatchUp(0, 0.0, False)
+        else:
+            out[name] = CatchUp(last[name][1] - first[name][1], last[name][0] - first[name][0],
+                                last[name][1] >= head)
+    return out
+
+
+# -- gives over HTTP ---------------------------------------------------------------------------
+
+@dataclass
+class GiveRun:
+    concurrency: int
+    ok: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)  # seconds, successful gives
+    answered_at: dict[str, float] = field(default_factory=dict)  # to_order_id -> perf_counter
+    failures: dict[str, int] = field(default_factory=dict)  # "status code" -> count
+    exhausted: bool = False
+
+    @property
+    def per_second(self) -> float:
+        return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+
+async def _give(client: httpx.AsyncClient, slot: Slot, token: str, run: GiveRun) -> None:
+    started = time.perf_counter()
+    try:
+        # with an Idempotency-Key, as a careful client sends it: the receipt is part of the path
+        response = await client.post(f"/v1/reserve-requests/{slot.request_id}/give", json={},
+                                     headers={"Authorization": f"Bearer {token}",
+                                              "Idempotency-Key": f"give-{slot.request_id}"})
+    except httpx.HTTPError as e:
+        run.failed += 1
+        run.failures[type(e).__name__] = run.failures.get(type(e).__name__, 0) + 1
+        return
+    done = time.perf_counter()
+    if response.status_code == 200:
+        run.ok += 1
+        run.latencies.append(done - started)
+        run.answered_at[slot.to_order_id] = done
+    else:
+        run.failed += 1
+        try:
+            code = f"{response.status_code} {response.json()['error']['code']}"
+        except (ValueError, KeyError, TypeError):
+            code = str(response.status_code)
+        run.failures[code] = run.failures.get(code, 0) + 1
+
+
+async def closed_loop_gives(base_url: str, owner_token: str, supply: Iterator[Slot],
+                            concurrency: int, seconds: float) -> GiveRun:
+    """``concurrency`` clients, each giving on the next pending request as soon as its last
+    give was answered, for ``seconds``."""
+    run = GiveRun(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+        started = time.perf_counter()
+        deadline = started + seconds
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                slot = next(supply, None)
+                if slot is None:
+                    run.exhausted = True
+                    return
+                await _give(client, slot, owner_token, run)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        run.seconds = time.perf_counter() - started
+    return run
+
+
+@dataclass
+class E2ERun:
+    gives: GiveRun
+    latencies: list[float]  # seconds from the HTTP answer to the order.status message
+    missing: int
+
+
+async def e2e_gives(base_url: str, owner_token: str, bootstrap: str, supply: Iterator[Slot],
+                    per_second: float, seconds: float, settle: float = 15.0) -> E2ERun:
+    """Gives at a steady rate (open loop: each starts on schedule, whatever the others do)
+    while a consumer of ``order.status`` notes when each requester's order turns green."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+    await consumer.start()
+    arrived: dict[str, float] = {}
+    try:
+        partitions = consumer.partitions_for_topic(ORDER_STATUS)
+        if not partitions:
+            await consumer.topics()
+            partitions = consumer.partitions_for_topic(ORDER_STATUS) or set()
+        tps = [TopicPartition(ORDER_STATUS, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:
+            await consumer.position(tp)
+        stop = asyncio.Event()
+
+        async def consume() -> None:
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=50)
+                now = time.perf_counter()
+                for messages in batches.values():
+                    for message in messages:
+                        body = json.loads(message.value or b"{}")
+                        if body.get("status") == "green":
+                            arrived.setdefault(str(body.get("order_id")), now)
+
+        consuming = asyncio.create_task(consume())
+        run = GiveRun(concurrency=0)
+        tasks: list[asyncio.Task[None]] = []
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+            started = time.perf_counter()
+            total = int(per_second * seconds)
+            for i in range(total):
+                slot = next(supply, None)
+                if slot is None:
+                    run.exhausted = True
+                    break
+                delay = started + i / per_second - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(_give(client, slot, owner_token, run)))
+            await asyncio.gather(*tasks)
+            run.seconds = time.perf_counter() - started
+        deadline = time.perf_counter() + settle
+        # the consumer task fills `arrived`; wait for it (bounded) to see every give's message
+        while time.perf_counter() < deadline and not set(run.answered_at) <= set(arrived):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        stop.set()
+        await consuming
+    finally:
+        await consumer.stop()
+    latencies = [arrived[o] - t for o, t in run.answered_at.items() if o in arrived]
+    return E2ERun(run, latencies, len(run.answered_at) - len(latencies))
+
+
+# -- ERP facts through erp.events --------------------------------------------------------------
+
+def erp_facts(run: str, count: int) -> Iterator[tuple[bytes, dict[str, object]]]:
+    """``count`` facts, keyed as the contract says: per unit a stock level, an order placed
+    with one line of 2, and a reserve of 1 for it."""
+    i = 0
+    while True:
+        sku, order_id = f"ERP-{run}-{i}", f"{run}-erp{i}"
+        unit: list[tuple[bytes, dict[str, object]]] = [
+            (f"{WAREHOUSE}/{sku}".encode(), {"type": "StockLevelSet", "data": {
+                "warehouse": WAREHOUSE, "sku": sku, "on_hand": 5}}),
+            (order_id.encode(), {"type": "CustomerOrderPlaced", "data": {
+                "order_id": order_id, "number": f"E{i}", "date": "2020-04-30T08:42:28",
+                "partner": "ООО Ромашка", "manager": OWNER if i % 2 else REQUESTER,
+                "lines": [{"sku": sku, "warehouse": WAREHOUSE, "quantity": 2}]}}),
+            (order_id.encode(), {"type": "ReservePlaced", "data": {
+                "order_id": order_id, "sku": sku, "warehouse": WAREHOUSE, "quantity": 1}}),
+        ]
+        for n, (key, fact) in enumerate(unit):
+            if i * 3 + n >= count:
+                return
+            fact["event_id"] = f"{run}-f{i}-{n}"
+            fact["occurred_at"] = "2020-04-30T08:00:00+03:00"
+            yield key, fact
+        i += 1
+
+
+def stored_receipts(database_url: str, run: str) -> int:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM processed_messages WHERE key LIKE %s",
+                           (f"erp:{run}-f%",)).fetchone()
+    return int(row[0]) if row else 0
+
+
+@dataclass(frozen=True)
+class IngestRun:
+    facts: int
+    stored: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.stored / self.seconds if self.seconds > 0 else 0.0
+
+
+async def ingest(bootstrap: str, database_url: str, run: str, count: int,
+                 within: float) -> IngestRun:
+    """Produces ``count`` facts to ``erp.events`` and times until each has its receipt (the
+    proof that the service consumed and stored it)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        pending = [await producer.send(ERP_EVENTS, json.dumps(fact, ensure_ascii=False).encode(),
+                                       key=key) for key, fact in erp_facts(run, count)]
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    stored = 0
+    while time.perf_counter() - started < within:
+        stored = await asyncio.to_thread(stored_receipts, database_url, run)
+        if stored >= count:
+            break
+        await asyncio.sleep(0.5)  # a count over the receipts: not too often, it loads the server
+    return IngestRun(count, stored, time.perf_counter() - started)
+
+
+# -- replay in a child process --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReplayRun:
+    events: int
+    seconds: float  # the replay's own timing (process start-up excluded) when it reported it
+    wall_seconds: float
+    peak_rss_mb: float
+    returncode: int
+    timed_out: bool = False
+
+
+_DONE = re.compile(r"replay done: (\d+) events .* in ([\d.]+) s")
+_PROGRESS = re.compile(r"replay: position (\d+)/\d+ \(([\d,]+) events/s\)")
+
+
+def replay(env: dict[str, str], log: Path, events: int, within: float,
+           profile: Path | None = None) -> ReplayRun:
+    """``reserves replay`` in a child; its peak RSS comes from ``wait4`` on that very child.
+    A replay still running after ``within`` seconds is stopped; its rate is then read from
+    its last progress line."""
+    start_of_log = log.stat().st_size if log.exists() else 0
+    started = time.perf_counter()
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([PYTHON, "-m", "services.cli", "replay"],  # noqa: S603
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    spy = attach_py_spy(proc.pid, profile) if profile is not None else None
+    timer = threading.Timer(within, proc.kill)
+    timer.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    if spy is not None:
+        spy.wait(30)
+    with open(log, "rb") as f:
+        f.seek(start_of_log)
+        text = f.read().decode(errors="replace")
+    seconds = wall
+    timed_out = proc.returncode == -signal.SIGKILL
+    done = _DONE.findall(text)
+    if done:
+        events, seconds = int(done[-1][0]), float(done[-1][1])
+    elif timed_out and (progress := _PROGRESS.findall(text)):
+        events = int(progress[-1][0])
+        seconds = events / float(progress[-1][1].replace(",", ""))
+    # ru_maxrss is in kilobytes on Linux
+    return ReplayRun(events, seconds, wall, usage.ru_maxrss / 1024, proc.returncode, timed_out)
+
+
+def attach_py_spy(pid: int, out: Path, seconds: float | None = None) -> subprocess.Popen[bytes]:
+    """Samples ``pid`` with py-spy (collapsed stacks, which speedscope also opens) until it
+    exits or ``seconds`` pass."""
+    from bench.infra import PYTHON as python
+
+    spy = str(Path(python).with_name("py-spy"))
+    args = [spy, "record", "--pid", str(pid), "--rate", "100", "--format", "raw",
+            "--output", str(out), "--nonblocking", "--idle"]
+    if seconds is not None:
+        args += ["--duration", str(int(seconds))]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL,  # noqa: S603
+                            stderr=subprocess.DEVNULL)
