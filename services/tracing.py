@@ -96,8 +96,8 @@ def message_correlation_id(headers: dict[str, str], body: bytes, fallback: str) 
         return given
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return fallback
+    except (ValueError, RecursionError):  # a poison message too must reach its handler (DLQ):
+        return fallback  # not JSON, not UTF-8, a number too long to read, nested too deeply
     first = payload[0] if isinstance(payload, list) and payload else payload
     if isinstance(first, dict):
         for name in ("command_id", "event_id"):

@@ -81,3 +81,10 @@ def test_a_page_is_logged_once_per_correlation_id_with_its_positions() -> None:
                      "b": "published 1 event at positions 9",
                      None: "published 1 event at positions 10"}
 
+
+
+def test_a_poison_body_falls_back_to_its_source_instead_of_failing() -> None:
+    """The middleware runs before the handler that dead-letters poison: raising here would
+    nack the message and stall its partition for good."""
+    for body in (b"1" * 5000, b"[" * 100_000, b"\xff\xfe", b"not json"):
+        assert message_correlation_id({}, body, "erp.events/2/5") == "erp.events/2/5"
