@@ -135,7 +135,9 @@ def test_metrics_during_a_workload_and_the_traces_it_leaves(service: Running) ->
     def settled() -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
         scrape = metrics(client)
         caught_up = (value(scrape, "reserves_relay_lag_events") == 0
-                     and value(scrape, "reserves_projection_lag_events", projection="views") == 0
+                     and value(scrape, "reserves_projection_lag_events", projection="orders") == 0
+                     and value(scrape, "reserves_projection_lag_events",
+                               projection="requests") == 0
                      and value(scrape, "reserves_consumer_lag_messages", topic=ERP_EVENTS,
                                group="reserves-erp") == 0)
         return scrape if caught_up else None

@@ -138,7 +138,7 @@ def test_ready_is_200_when_postgres_broker_and_projections_are_fine(
     assert response.status_code == 200, response.text
     checks = response.json()["checks"]
     assert checks["postgres"]["ok"] and checks["broker"]["ok"] and checks["projections"]["ok"]
-    assert checks["projections"]["lag"] == {"views": 0}
+    assert checks["projections"]["lag"] == {"orders": 0, "requests": 0}
     assert health.json() == {"status": "ok"}
 
 
@@ -162,7 +162,8 @@ async def test_ready_fails_when_projections_lag_beyond_the_bound_or_postgres_is_
     strict = Monitor(core.pool, None, settings=MonitorSettings(ready_max_projection_lag=0))
     ok, checks = await strict.readiness()
     assert not ok and not checks["projections"]["ok"] and "broker" not in checks
-    assert "views" in checks["projections"]["error"]
+    assert "orders" in checks["projections"]["error"]
+    assert "requests" in checks["projections"]["error"]
     await asyncio.to_thread(core.projector.run_once)
     assert (await strict.readiness())[0]
 
@@ -187,11 +188,13 @@ async def test_relay_and_projection_lag_follow_the_store(core: Core, kafka_boots
     await monitor.refresh()
     assert sample("reserves_store_position") == stored
     assert sample("reserves_relay_lag_events") == stored
-    assert sample("reserves_projection_lag_events", projection="views") == stored
+    for projection in ("orders", "requests"):
+        assert sample("reserves_projection_lag_events", projection=projection) == stored
     assert sample("reserves_dependency_up", dependency="postgres") == 1
     await asyncio.to_thread(core.projector.run_once)
     await monitor.refresh()
-    assert sample("reserves_projection_lag_events", projection="views") == 0
+    for projection in ("orders", "requests"):
+        assert sample("reserves_projection_lag_events", projection=projection) == 0
     assert sample("reserves_relay_lag_events") == stored
 
 
