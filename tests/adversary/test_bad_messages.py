@@ -149,8 +149,10 @@ async def test_unreadable_json_never_stalls_a_partition_on_the_real_broker(
 
             def done(records: list[Record]) -> bool:
                 for r in records:
-                    if r.topic == DLQ:
-                        dead[dict(r.headers)["source"].decode()] = r.value
+                    if r.topic == DLQ:  # other tests share the broker: keep only letters
+                        source = dict(r.headers).get("source")  # with a source header
+                        if source is not None:
+                            dead[source.decode()] = r.value
                     elif r.key == command_id.encode():
                         results.append(json.loads(r.value))
                 records.clear()
