@@ -9,6 +9,11 @@ CREATE TABLE IF NOT EXISTS rm_tracking (
 INSERT INTO rm_tracking (name, position)
 SELECT p.name, COALESCE((SELECT position FROM rm_tracking WHERE name = 'views'), 0)
 FROM (VALUES ('orders'), ('requests')) AS p(name)
+WHERE NOT EXISTS (SELECT 1 FROM rm_tracking t WHERE t.name = p.name)
 ON CONFLICT DO NOTHING;
 DELETE FROM rm_tracking WHERE name = 'views';
-INSERT INTO rm_tracking (name) VALUES ('relay') ON CONFLICT DO NOTHING;
+-- Rows already there are not written again: a process starting beside a running projector or
+-- relay must not wait on the tracking rows they hold.
+INSERT INTO rm_tracking (name) SELECT 'relay'
+WHERE NOT EXISTS (SELECT 1 FROM rm_tracking WHERE name = 'relay')
+ON CONFLICT DO NOTHING;

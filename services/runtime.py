@@ -96,9 +96,15 @@ class Core:
         self.pool = ConnectionPool(self.database_url, min_size=1, max_size=16, open=True,
                                    timeout=3.0, kwargs={"autocommit": True, "connect_timeout": 3},
                                    check=ConnectionPool.check_connection)
-        with self.pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(7412001)")  # one schema creator at a time
-            create_schema(conn)
+        # One schema creator at a time (a session lock), each script committed on its own: a
+        # transaction that held the DDL's table locks while it waited on a tracking row that a
+        # running projector held deadlocked with that projector (a role restarting beside it).
+        with self.pool.connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(7412001)")
+            try:
+                create_schema(conn)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(7412001)")
         self.views = Views(self.pool)
         self.commands = CommandHandler(self.store, timedelta(seconds=self.settings.request_ttl))
         self.erp = ErpIngest(self.store)
