@@ -7,6 +7,7 @@ from datetime import datetime
 
 from domain.commands import ExpireReserveRequest
 from handlers.commands import SYSTEM_ACTOR, CommandHandler
+from services.observability import record_command
 
 
 def expire_due(commands: CommandHandler, due: Callable[[datetime], list[str]]) -> int:
@@ -18,5 +19,6 @@ def expire_due(commands: CommandHandler, due: Callable[[datetime], list[str]]) -
     expired = 0
     for request_id in due(commands.clock()):
         outcome = commands.execute(ExpireReserveRequest(request_id), SYSTEM_ACTOR)
+        record_command("ExpireReserveRequest", outcome, "timer")
         expired += outcome.ok
     return expired

@@ -21,9 +21,11 @@ from handlers import wire
 from handlers.auth import Authenticator, Caller
 from handlers.commands import CommandHandler, RetriesExhaustedError
 from handlers.erp import ErpIngest, FactRefusedError
+from handlers.observe_http import Readiness, add_schemas, body_of, install
 from handlers.outcome import STATUS_BY_KIND, Outcome, error_body
 from projections.history import OrderHistory
 from projections.queries import Views
+from services.observability import record_command, record_erp, record_erp_refusal
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +77,25 @@ def _validate(model: type[BaseModel], payload: Any) -> Any:
     return model.model_validate(payload)
 
 
-def create_http_app(services: Services, *, title: str = "Reserve exchange") -> FastAPI:
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": wire.ErrorBody, "description": what} for status, what in (
+        (400, "malformed"), (401, "no or bad token"), (403, "not yours"),
+        (404, "unknown id"), (409, "a rule of the domain says no"), (422, "fails validation"),
+        (503, "PostgreSQL unreachable; nothing changed"))}
+
+
+def _answers(model: type[BaseModel], status: int = 200) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": model}, **ERRORS}
+
+
+def create_http_app(services: Services, *, title: str = "Reserve exchange",
+                    readiness: Readiness | None = None, console: bool = True) -> FastAPI:
+    """The API; with ``console`` also the managers' web pages (which need the database, and
+    are left out of the OpenAPI document anyway)."""
     app = FastAPI(title=title, version="1", docs_url="/docs", redoc_url=None)
+    install(app, readiness)  # /metrics, /ready, /asyncapi, X-Correlation-Id
+    add_schemas(app, {"ErpEvents": wire.ERP_MESSAGE, "RequestReserveBody": wire.RequestReserveBody,
+                      "GiveBody": wire.GiveBody, "DeclineBody": wire.DeclineBody})
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -95,7 +114,6 @@ def create_http_app(services: Services, *, title: str = "Reserve exchange") -> F
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _error(exc.status_code, code, str(exc.detail))
 
-    @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, UNAVAILABLE):
             log.warning("store unavailable: %s", type(exc).__name__)
@@ -103,6 +121,12 @@ def create_http_app(services: Services, *, title: str = "Reserve exchange") -> F
                           "The service cannot reach its database right now; try again shortly.")
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return _error(500, "internal_error", "Something went wrong on our side.")
+
+    # The store's errors by class, so they are answered inside the middleware (the answer keeps
+    # its X-Correlation-Id); anything else falls through to the catch-all.
+    for unavailable in UNAVAILABLE:
+        app.add_exception_handler(unavailable, _unexpected)
+    app.add_exception_handler(Exception, _unexpected)
 
     def caller(request: Request, kind: str) -> Caller:
         who = services.auth.identify(request.headers.get("authorization"))
@@ -122,13 +146,15 @@ def create_http_app(services: Services, *, title: str = "Reserve exchange") -> F
         cmd = build(await _json_body(request))
         scoped = f"http:{who.name}:{key}" if key is not None else None
         outcome: Outcome = await run_in_threadpool(services.commands.execute, cmd, who.name, scoped)
+        record_command(type(cmd).__name__, outcome, "http")
         return JSONResponse(outcome.body, status_code=outcome.status)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/v1/erp/events")
+    @app.post("/v1/erp/events", responses=_answers(wire.ErpAccepted),
+              openapi_extra=body_of("ErpEvents"))
     async def post_erp_events(request: Request) -> JSONResponse:
         caller(request, "erp")
         payload = await _json_body(request)
@@ -138,22 +164,24 @@ def create_http_app(services: Services, *, title: str = "Reserve exchange") -> F
         try:
             result = await run_in_threadpool(services.erp.ingest, envelopes)
         except FactRefusedError as e:
+            record_erp_refusal(e.error.code, len(envelopes), "http")
             return _error(STATUS_BY_KIND.get(e.error.kind, 409), e.error.code, str(e))
+        record_erp(result.accepted, result.duplicates, "http")
         return JSONResponse({"accepted": result.accepted, "duplicates": result.duplicates})
 
-    @app.get("/v1/stock/{warehouse}/{sku}")
+    @app.get("/v1/stock/{warehouse}/{sku}", responses=_answers(wire.StockView))
     async def get_stock(request: Request, warehouse: str, sku: str) -> dict[str, Any]:
         caller(request, "manager")
         _no_nul_in_path(warehouse, sku)
         return await run_in_threadpool(services.views.stock, warehouse, sku)
 
-    @app.get("/v1/stock/{warehouse}/{sku}/reserves")
+    @app.get("/v1/stock/{warehouse}/{sku}/reserves", responses=_answers(wire.ReservesView))
     async def get_reserves(request: Request, warehouse: str, sku: str) -> dict[str, Any]:
         caller(request, "manager")
         _no_nul_in_path(warehouse, sku)
         return await run_in_threadpool(services.views.reserves, warehouse, sku)
 
-    @app.get("/v1/orders/{order_id}")
+    @app.get("/v1/orders/{order_id}", responses=_answers(wire.OrderView))
     async def get_order(request: Request, order_id: str) -> dict[str, Any]:
         caller(request, "manager")
         _no_nul_in_path(order_id)
@@ -162,15 +190,16 @@ def create_http_app(services: Services, *, title: str = "Reserve exchange") -> F
             raise ApiError(404, "order_not_found", f"Customer order {order_id!r} is unknown.")
         return found
 
-    @app.get("/v1/orders/{order_id}/history")
+    @app.get("/v1/orders/{order_id}/history", responses=_answers(wire.OrderHistoryView))
     async def get_order_history(request: Request, order_id: str) -> dict[str, Any]:
         caller(request, "manager")  # like every view: any manager may read any order
+        _no_nul_in_path(order_id)
         found = await run_in_threadpool(services.history.order, order_id)
         if found is None:
             raise ApiError(404, "order_not_found", f"Customer order {order_id!r} is unknown.")
         return found
 
-    @app.get("/v1/reserve-requests/{request_id}")
+    @app.get("/v1/reserve-requests/{request_id}", responses=_answers(wire.RequestView))
     async def get_request(request: Request, request_id: str) -> dict[str, Any]:
         caller(request, "manager")
         _no_nul_in_path(request_id)
@@ -179,27 +208,33 @@ def create_http_app(services: Services, *, title: str = "Reserve exchange") -> F
             raise ApiError(404, "request_not_found", f"Reserve request {request_id!r} is unknown.")
         return found
 
-    @app.get("/v1/inbox")
+    @app.get("/v1/inbox", responses=_answers(wire.InboxView))
     async def get_inbox(request: Request) -> dict[str, Any]:
         who = caller(request, "manager")
         return await run_in_threadpool(services.views.inbox, who.name)
 
-    @app.post("/v1/reserve-requests", status_code=201)
+    @app.post("/v1/reserve-requests", status_code=201,
+              responses=_answers(wire.RequestAnswer, 201),
+              openapi_extra=body_of("RequestReserveBody"))
     async def post_request(request: Request) -> JSONResponse:
         return await command(request,
                              lambda b: _validate(wire.RequestReserveBody, b).command())
 
-    @app.post("/v1/reserve-requests/{request_id}/give")
+    @app.post("/v1/reserve-requests/{request_id}/give", responses=_answers(wire.RequestAnswer),
+              openapi_extra=body_of("GiveBody", required=False))
     async def post_give(request: Request, request_id: str) -> JSONResponse:
         return await command(request, lambda b: _validate(wire.GiveBody, b).command(request_id))
 
-    @app.post("/v1/reserve-requests/{request_id}/decline")
+    @app.post("/v1/reserve-requests/{request_id}/decline",
+              responses=_answers(wire.RequestAnswer), openapi_extra=body_of("DeclineBody"))
     async def post_decline(request: Request, request_id: str) -> JSONResponse:
         return await command(request, lambda b: _validate(wire.DeclineBody, b).command(request_id))
 
-    @app.post("/v1/reserve-requests/{request_id}/cancel")
+    @app.post("/v1/reserve-requests/{request_id}/cancel",
+              responses=_answers(wire.RequestAnswer))
     async def post_cancel(request: Request, request_id: str) -> JSONResponse:
         return await command(request, lambda b: _validate(wire.CancelBody, b).command(request_id))
 
-    mount_console(app, services)  # the managers' web console at / (console/)
+    if console:
+        mount_console(app, services)  # the managers' web console at / (console/)
     return app

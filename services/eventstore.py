@@ -35,6 +35,7 @@ from domain.ids import order_uuid, request_uuid, stock_item_uuid
 from domain.order import CustomerOrder
 from domain.request import ReserveRequest
 from domain.stock import StockItem
+from services.tracing import CORRELATIONS_TABLE, current_correlation_id
 
 RECEIPTS_TABLE = "processed_messages"
 
@@ -81,6 +82,15 @@ class ReservesRecorder(PostgresApplicationRecorder):
             "SELECT * FROM unnest(%s::text[], %s::text[], %s::int[], %s::jsonb[]) "
             "ON CONFLICT (key) DO NOTHING RETURNING key"
         ).format(schema=schema, table=Identifier(RECEIPTS_TABLE))
+        self.sql_create_statements.append(SQL(
+            "CREATE TABLE IF NOT EXISTS {schema}.{table} (originator_id uuid NOT NULL, "
+            "originator_version bigint NOT NULL, correlation_id text NOT NULL, "
+            "PRIMARY KEY (originator_id, originator_version))"
+        ).format(schema=schema, table=Identifier(CORRELATIONS_TABLE)))
+        self._insert_correlations = SQL(
+            "INSERT INTO {schema}.{table} SELECT o, v, %s FROM unnest(%s::uuid[], %s::bigint[]) "
+            "AS k(o, v) ON CONFLICT DO NOTHING"
+        ).format(schema=schema, table=Identifier(CORRELATIONS_TABLE))
         self._select_receipts = SQL(
             "SELECT key, fingerprint, status, body FROM {schema}.{table} WHERE key = ANY(%s)"
         ).format(schema=schema, table=Identifier(RECEIPTS_TABLE))
@@ -102,6 +112,11 @@ class ReservesRecorder(PostgresApplicationRecorder):
             if len(curs.fetchall()) != len(receipts):
                 raise DuplicateReceiptError
         super()._insert_events(curs, stored_events, **kwargs)
+        correlation: str | None = kwargs.get("correlation_id")
+        if correlation and stored_events:  # the id that caused these events, same transaction
+            curs.execute(self._insert_correlations, (
+                correlation, [e.originator_id for e in stored_events],
+                [e.originator_version for e in stored_events]))
 
     @_quick_retry
     def insert_events(
@@ -215,7 +230,7 @@ class ReserveStore(Application[UUID]):
 
     def save_all(self, aggregates: Iterable[Aggregate], receipts: Sequence[Receipt] = ()) -> None:
         """One atomic save of every aggregate's pending events and the receipts."""
-        self.save(*aggregates, receipts=list(receipts))
+        self.save(*aggregates, receipts=list(receipts), correlation_id=current_correlation_id())
 
     def receipt(self, key: str) -> Receipt | None:
         return self.reserves_recorder.select_receipts([key]).get(key)

@@ -14,13 +14,15 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import REGISTRY
 from psycopg_pool import ConnectionPool
 
 from handlers.auth import Authenticator
 from handlers.commands import CommandHandler
 from handlers.erp import ErpIngest
 from handlers.expiry import expire_due
-from handlers.kafka_consumers import register_consumers
+from handlers.kafka_consumers import COMMANDS_GROUP, ERP_GROUP, register_consumers
 from projections.history import OrderHistory
 from projections.projector import Projector, create_schema
 from projections.queries import Views
@@ -28,8 +30,10 @@ from projections.relay import Relay
 from services.consumer_watchdog import ConsumerWatchdog
 from services.embedded import EmbeddedBroker, EmbeddedPostgres
 from services.eventstore import ReserveStore, postgres_env
+from services.observability import Monitor, MonitorSettings
 from services.settings import ROLES, Settings
-from services.topics import ensure_topics
+from services.topics import COMMANDS, ERP_EVENTS, ensure_topics
+from services.tracing import CorrelationMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +147,9 @@ class Service:
         self.producer: AIOKafkaProducer | None = None
         self.broker: KafkaBroker | None = None
         self.relay: Relay | None = None
+        self.monitor = Monitor(self.core.pool, infra.bootstrap_servers,
+                               {ERP_GROUP: ERP_EVENTS, COMMANDS_GROUP: COMMANDS},
+                               MonitorSettings.from_env())
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start_background(self) -> None:
@@ -162,7 +169,9 @@ class Service:
         if "consumers" in roles:
             self.broker = KafkaBroker(self.infra.bootstrap_servers, logger=None,
                                       enable_idempotence=s.kafka_enable_idempotence,
-                                      metadata_max_age_ms=METADATA_MAX_AGE_MS)
+                                      metadata_max_age_ms=METADATA_MAX_AGE_MS,
+                                      middlewares=[CorrelationMiddleware,
+                                                   KafkaPrometheusMiddleware(registry=REGISTRY)])
             register_consumers(self.broker, erp=core.erp, commands=core.commands,
                                managers=frozenset(s.api_tokens.values()),
                                session_timeout_ms=s.kafka_session_timeout_ms)
@@ -179,6 +188,7 @@ class Service:
             self._tasks.append(asyncio.create_task(loop_forever(
                 "expiry", lambda: asyncio.to_thread(expire_due, core.commands,
                                                     core.views.due_requests), interval)))
+        self._tasks.append(asyncio.create_task(self.monitor.run()))
 
     def _relay_step(self, relay: Relay) -> Callable[[], Awaitable[int]]:
         """The relay's step. After a failure (the broker went away), and every
