@@ -27,6 +27,7 @@ from projections.history import OrderHistory
 from projections.projector import Projector, create_schema
 from projections.queries import Views
 from projections.relay import Relay
+from services.consumer_watchdog import ConsumerWatchdog
 from services.embedded import EmbeddedBroker, EmbeddedPostgres
 from services.eventstore import ReserveStore, postgres_env
 from services.observability import Monitor, MonitorSettings
@@ -181,6 +182,7 @@ class Service:
                                managers=frozenset(s.api_tokens.values()),
                                session_timeout_ms=s.kafka_session_timeout_ms)
             await self.broker.start()
+            self._tasks.append(asyncio.create_task(ConsumerWatchdog(self.broker).run()))
         if "projections" in roles:
             self._tasks.append(asyncio.create_task(loop_forever(
                 "projections", lambda: asyncio.to_thread(core.projector.run_once), IDLE_POLL_S)))
