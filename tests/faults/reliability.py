@@ -162,10 +162,12 @@ async def run(config: RunConfig) -> RunResult:
                         random.Random(rng.random()))
         await client.start()
         try:
-            nemesis = asyncio.create_task(inject(cluster, client, history, plan, rng, probes))
-            await asyncio.gather(*(work(client, history, config.operations)
-                                   for _ in range(config.workers)))
-            await nemesis
+            # A task group: a failed injection (a role that does not come back) cancels the
+            # workers and fails the run, instead of leaving them retrying against it forever.
+            async with asyncio.TaskGroup() as group:
+                group.create_task(inject(cluster, client, history, plan, rng, probes))
+                for _ in range(config.workers):
+                    group.create_task(work(client, history, config.operations))
             campaign, campaign_error = await _campaign(cluster, config)
         finally:
             await client.close()
