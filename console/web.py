@@ -75,6 +75,7 @@ class Console:
                status: int = 200, **context: Any) -> HTMLResponse:
         lang = i18n.language(request.cookies.get(session.LANG_COOKIE))
         position, unread = self.queries.pulse(who.name) if who else (0, 0)
+        position = getattr(request.state, "position", position)
 
         def t(key: str, **values: object) -> str:
             return i18n.text(lang, key, **values)
@@ -130,7 +131,13 @@ class Console:
         db, views = self.queries, self.services.views
 
         def signed_in(request: Request) -> Caller | None:
-            return session.manager(request, self.services.auth)
+            who = session.manager(request, self.services.auth)
+            if who is not None:
+                # The position a page claims is read before its content: a projection that
+                # moves in between then makes the live channel refresh the page, instead of
+                # the page showing older content under a newer position for good.
+                request.state.position = db.pulse(who.name)[0]
+            return who
 
         def to_signin(request: Request) -> RedirectResponse:
             return _see_other("/signin", next=request.url.path + (
