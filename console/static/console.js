@@ -1,8 +1,7 @@
 // Live updates for the console (progressive enhancement: every page works without this).
 // The server sends a "pulse" over server-sent events whenever the views move or the unread
 // count changes; the page then refetches itself and swaps its [data-live] regions and the
-// unread badge. A region the user is typing in, or pressing a button of, is left alone until
-// focus leaves it.
+// unread badge. A region the user is typing in is left alone until focus leaves it.
 (function () {
   "use strict";
   var body = document.body;
@@ -12,19 +11,10 @@
   var pending = false;
   var inflight = false;
 
-  // A press in progress (between pointerdown and the click) must not see its button swapped
-  // out: the click would land on a detached node and the form would never be sent.
-  var pressing = false;
-  document.addEventListener("pointerdown", function () { pressing = true; }, true);
-  document.addEventListener("pointerup", function () {
-    window.setTimeout(function () { pressing = false; if (pending) { refresh(); } }, 0);
-  }, true);
-
   function busy(region) {
-    if (pressing) { return true; }
     var active = document.activeElement;
     return !!active && region.contains(active) &&
-      ["INPUT", "TEXTAREA", "SELECT", "BUTTON"].indexOf(active.tagName) >= 0;
+      (active.tagName === "INPUT" || active.tagName === "TEXTAREA" || active.tagName === "SELECT");
   }
 
   function setUnread(count) {
