@@ -98,8 +98,7 @@ class CommandHandler:
     # -- the handler table's entries ---------------------------------------------------------
 
     def _request(self, cmd: c.RequestReserve, actor: str, key: str | None) -> Decision:
-        to_order = self.store.get_order(cmd.to_order_id)
-        from_order = self.store.get_order(cmd.from_order_id)
+        to_order, from_order = self.store.get_orders(cmd.to_order_id, cmd.from_order_id)
         request = request_reserve(
             request_key=key or str(uuid4()), from_order=from_order, to_order=to_order,
             sku=cmd.sku, warehouse=cmd.warehouse, quantity=cmd.quantity, actor=actor,
@@ -110,8 +109,7 @@ class CommandHandler:
     def _give(self, cmd: c.GiveReserve, actor: str, key: str | None) -> Decision:
         request = self.store.get_request(cmd.request_id)
         request.guard_owner(actor)
-        from_order = self.store.get_order(request.from_order_id)
-        to_order = self.store.get_order(request.to_order_id)
+        from_order, to_order = self.store.get_orders(request.from_order_id, request.to_order_id)
         given = give_reserve(request=request, from_order=from_order, to_order=to_order,
                              quantity=cmd.quantity, actor=actor, now=self.clock())
         body = {"request_id": request.request_id, "status": request.status, "given": given}

@@ -1,0 +1,200 @@
+"""Group commit: concurrent saves written together, one transaction and one table lock.
+
+Every save of the event store takes the events table's EXCLUSIVE lock (so that notification
+ids commit in the order they were issued) and holds it through its commit. Saved one by one,
+concurrent commands queue on that lock and each pays its own commit (one WAL flush): the
+service then does no more saves per second than one connection commits transactions,
+whatever the concurrency.
+
+The :class:`GroupWriter` is one thread that takes every save that has queued while it was
+busy (up to ``max_items``) and writes them with one statement, a database function
+(services/group_save.sql): one round trip, one lock, one commit whatever the group's size.
+Each save still gets its own answer:
+
+- a save whose events collide with stored ones (a version another writer stored first) or with
+  an earlier save of the same group fails with :class:`RecordConflictError`, alone;
+- a save whose receipt key was stored before (by anyone, or earlier in the group) fails with
+  :class:`DuplicateReceiptError`, alone, and its other receipts are taken back;
+- the others are committed together, and only after the commit does any caller hear "saved".
+
+The checks run under the table lock, which every writer of the events table takes (this
+recorder's saves, in every process), so nothing can insert an event between a check and the
+insert. Receipts are written by refusals without that lock; that race is settled by the
+receipts' primary key (``ON CONFLICT DO NOTHING RETURNING``). If the statement still fails a
+constraint, the group is rolled back and each of its saves is written again on its own, so
+one bad save never fails another.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from eventsourcing.persistence import IntegrityError, RecordConflictError, StoredEvent
+from psycopg import Connection
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+if TYPE_CHECKING:
+    from services.eventstore import Receipt
+
+log = logging.getLogger(__name__)
+
+
+class DuplicateReceiptError(Exception):
+    """Another transaction processed the same message first; the caller re-reads its receipt."""
+
+
+@dataclass
+class Save:
+    """One caller's save: its events, its receipts and who caused them; answered by ``done``."""
+
+    events: Sequence[StoredEvent]
+    receipts: Sequence[Receipt] = ()
+    correlation_id: str | None = None
+    done: Future[Sequence[int]] = field(default_factory=Future)
+
+
+Connect = Callable[[], AbstractContextManager[Connection[DictRow]]]
+
+
+class GroupWriter:
+    """The single writer thread; :meth:`submit` blocks its caller until its save is durable."""
+
+    def __init__(self, connect: Connect, statement: Any, *,
+                 lock_timeout: str = "10s", max_items: int = 256, max_events: int = 20_000,
+                 name: str = "group-writer") -> None:
+        self._connect = connect
+        self._statement = statement
+        self._lock_timeout = lock_timeout
+        self.max_items = max_items
+        self.max_events = max_events
+        self._queue: queue.SimpleQueue[Save | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._name = name
+        self._held: Save | None = None
+        self.groups = 0  # groups written, and saves in them: for tests and metrics
+        self.saves = 0
+
+    def submit(self, save: Save) -> Sequence[int]:
+        """Queues ``save`` and waits for its own outcome (notification ids, or the error)."""
+        self._start()
+        self._queue.put(save)
+        return save.done.result()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout=30)
+
+    def _start(self) -> None:
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the event store was closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+
+    # -- the writer thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            group = self._take()
+            if group is None:
+                return
+            try:
+                self._write(group)
+            except BaseException as e:
+                for save in group:
+                    if not save.done.done():
+                        save.done.set_exception(e)
+
+    def _take(self) -> list[Save] | None:
+        """Blocks for the first save, then takes what else has queued meanwhile."""
+        first = self._held or self._queue.get()
+        self._held = None
+        if first is None:
+            return None
+        group, events = [first], len(first.events)
+        while len(group) < self.max_items and events < self.max_events:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                self._queue.put(None)  # close after this group
+                break
+            if events + len(nxt.events) > self.max_events:
+                self._held = nxt  # starts the next group
+                break
+            group.append(nxt)
+            events += len(nxt.events)
+        return group
+
+    def _write(self, group: list[Save]) -> None:
+        try:
+            ids = self._write_group(group)
+        except IntegrityError:
+            if len(group) == 1:
+                raise
+            # Not foreseen by the checks: write each save on its own, so only its own fails.
+            log.warning("a group of %d saves failed a constraint; writing them one by one",
+                        len(group))
+            for save in group:
+                try:
+                    self._finish([save], self._write_group([save]))
+                except BaseException as e:
+                    save.done.set_exception(e)
+            return
+        self._finish(group, ids)
+
+    def _finish(self, group: list[Save], ids: dict[int, Sequence[int]]) -> None:
+        self.groups += 1
+        self.saves += len(group)
+        for n, save in enumerate(group):
+            if not save.done.done():
+                save.done.set_result(ids.get(n, ()))
+
+    def _write_group(self, group: list[Save]) -> dict[int, Sequence[int]]:
+        """One statement (``reserves_save_group``, services/group_save.sql), so one round trip
+        and one commit, for the group. Refused saves get their exception set here (their
+        callers only see it after the commit decided the group); returns the notification ids
+        of the others, by index."""
+        events = [e for save in group for e in save.events]
+        event_saves = [n for n, save in enumerate(group) for _ in save.events]
+        correlations = [save.correlation_id for save in group for _ in save.events]
+        receipts = [r for save in group for r in save.receipts]
+        key_saves = [n for n, save in enumerate(group) for _ in save.receipts]
+        with self._connect() as conn, conn.cursor() as curs:
+            curs.execute(self._statement, (
+                [e.originator_id for e in events], [e.originator_version for e in events],
+                [e.topic for e in events], [e.state for e in events], event_saves, correlations,
+                [r.key for r in receipts], [r.fingerprint for r in receipts],
+                [r.status for r in receipts], [Jsonb(r.body) for r in receipts], key_saves,
+                self._lock_timeout,
+            ), prepare=True)
+            rows = curs.fetchall()
+        ids: dict[int, list[int]] = {}
+        for row in rows:
+            n, outcome = int(row["save_no"]), row["outcome"]
+            if outcome == "ok":
+                ids.setdefault(n, []).append(int(row["notification_id"]))
+            elif not group[n].done.done():
+                group[n].done.set_exception(
+                    RecordConflictError(f"save {n} of the group: a version was stored first")
+                    if outcome == "version" else
+                    DuplicateReceiptError("a receipt of this save was written first"))
+        return dict(ids)
