@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import httpx
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -30,11 +31,13 @@ EVENTS_TABLE = "reserves_events"
 class Serve:
     """``reserves serve`` as a child process; its log goes to a file."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, *, split: bool = False) -> None:
         self.env = env
         self.log = log
         self.url = f"http://127.0.0.1:{env['HTTP_PORT']}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.split = split
+        self.background: subprocess.Popen[bytes] | None = None
 
     @property
     def pid(self) -> int:
@@ -42,9 +45,16 @@ class Serve:
         return self.proc.pid
 
     def start(self, timeout: float = 120.0) -> None:
+        api = ["--roles", "api"] if self.split else []
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([PYTHON, "-m", "services.cli", "serve"],  # noqa: S603
+            self.proc = subprocess.Popen([PYTHON, "-m", "services.cli", "serve", *api],  # noqa: S603
                                          env=self.env, stdout=out, stderr=subprocess.STDOUT)
+            if self.split:
+                env = {**self.env, "HTTP_PORT": str(int(self.env["HTTP_PORT"]) + 1)}
+                self.background = subprocess.Popen(  # noqa: S603
+                    [PYTHON, "-m", "services.cli", "serve", "--roles",
+                     "consumers,relay,projections,expiry"],
+                    env=env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -59,6 +69,13 @@ class Serve:
             time.sleep(0.1)
 
     def stop(self) -> None:
+        if self.background is not None:
+            self.background.send_signal(signal.SIGINT)
+            try:
+                self.background.wait(30)
+            except subprocess.TimeoutExpired:
+                self.background.kill()
+            self.background = None
         if self.proc is None:
             return
         self.proc.send_signal(signal.SIGINT)
@@ -93,8 +110,9 @@ def positions(database_url: str) -> Positions:
             f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}").fetchone()  # noqa: S608
         rows: dict[str, int] = dict(
             conn.execute("SELECT name, position FROM rm_tracking").fetchall())
-    return Positions(int(head[0]) if head else 0, int(rows.get("views", 0)),
-                     int(rows.get("relay", 0)))
+    # 'views': the projections together (each has its own row: 'orders', 'requests')
+    views = min((v for k, v in rows.items() if k != "relay"), default=0)
+    return Positions(int(head[0]) if head else 0, int(views), int(rows.get("relay", 0)))
 
 
 def wait_caught_up(database_url: str, target: int | None = None, timeout: float = 600.0,
@@ -170,28 +188,42 @@ class GiveRun:
         return self.ok / self.seconds if self.seconds > 0 else 0.0
 
 
-async def _give(client: httpx.AsyncClient, slot: Slot, token: str, run: GiveRun) -> None:
+def http_client(base_url: str, connections: int) -> aiohttp.ClientSession:
+    """The load generator's HTTP client. aiohttp, not httpx: on this machine httpx's
+    AsyncClient tops out near 270 requests/s at 32 connections against an empty FastAPI
+    endpoint, aiohttp near 5,700/s (docs/performance.md), so with httpx the harness, not the
+    service, was the bottleneck."""
+    return aiohttp.ClientSession(
+        base_url, connector=aiohttp.TCPConnector(limit=connections),
+        timeout=aiohttp.ClientTimeout(total=30))
+
+
+async def _give(client: aiohttp.ClientSession, slot: Slot, token: str, run: GiveRun) -> None:
     started = time.perf_counter()
     try:
         # with an Idempotency-Key, as a careful client sends it: the receipt is part of the path
-        response = await client.post(f"/v1/reserve-requests/{slot.request_id}/give", json={},
-                                     headers={"Authorization": f"Bearer {token}",
-                                              "Idempotency-Key": f"give-{slot.request_id}"})
-    except httpx.HTTPError as e:
+        async with client.post(f"/v1/reserve-requests/{slot.request_id}/give", data=b"{}",
+                               headers={"Authorization": f"Bearer {token}",
+                                        "Content-Type": "application/json",
+                                        "Idempotency-Key": f"give-{slot.request_id}"}
+                               ) as response:
+            body = await response.read()
+            status = response.status
+    except (aiohttp.ClientError, TimeoutError) as e:
         run.failed += 1
         run.failures[type(e).__name__] = run.failures.get(type(e).__name__, 0) + 1
         return
     done = time.perf_counter()
-    if response.status_code == 200:
+    if status == 200:
         run.ok += 1
         run.latencies.append(done - started)
         run.answered_at[slot.to_order_id] = done
     else:
         run.failed += 1
         try:
-            code = f"{response.status_code} {response.json()['error']['code']}"
+            code = f"{status} {json.loads(body)['error']['code']}"
         except (ValueError, KeyError, TypeError):
-            code = str(response.status_code)
+            code = str(status)
         run.failures[code] = run.failures.get(code, 0) + 1
 
 
@@ -200,8 +232,7 @@ async def closed_loop_gives(base_url: str, owner_token: str, supply: Iterator[Sl
     """``concurrency`` clients, each giving on the next pending request as soon as its last
     give was answered, for ``seconds``."""
     run = GiveRun(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+    async with http_client(base_url, concurrency) as client:
         started = time.perf_counter()
         deadline = started + seconds
 
@@ -258,8 +289,7 @@ async def e2e_gives(base_url: str, owner_token: str, bootstrap: str, supply: Ite
         consuming = asyncio.create_task(consume())
         run = GiveRun(concurrency=0)
         tasks: list[asyncio.Task[None]] = []
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+        async with http_client(base_url, 64) as client:
             started = time.perf_counter()
             total = int(per_second * seconds)
             for i in range(total):
@@ -410,8 +440,11 @@ def attach_py_spy(pid: int, out: Path, seconds: float | None = None) -> subproce
     from bench.infra import PYTHON as python
 
     spy = str(Path(python).with_name("py-spy"))
+    # BENCH_PROFILE_GIL=1: only the thread holding the GIL (where the CPU of the one
+    # interpreter goes), instead of every thread, waits included
+    who = ["--gil"] if os.environ.get("BENCH_PROFILE_GIL") == "1" else ["--idle"]
     args = [spy, "record", "--pid", str(pid), "--rate", "100", "--format", "raw",
-            "--output", str(out), "--nonblocking", "--idle"]
+            "--output", str(out), "--nonblocking", *who]
     if seconds is not None:
         args += ["--duration", str(int(seconds))]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL,  # noqa: S603

@@ -95,7 +95,9 @@ def ms(samples: list[float]) -> dict[str, float]:
 
 
 class Bench:
-    def __init__(self, sizes: Sizes, infra: BenchInfra, profile: Path | None) -> None:
+    def __init__(self, sizes: Sizes, infra: BenchInfra, profile: Path | None,
+                 split_roles: bool = False) -> None:
+        self.split_roles = split_roles
         self.sizes = sizes
         self.infra = infra
         self.profile = profile
@@ -150,7 +152,8 @@ class Bench:
                                                            message_bytes, seeded.events))
         console.print(f"  raw produce: {produce:,.0f} msgs/s of {message_bytes} B")
 
-        serve = product.Serve(self.env(url, "serve"), self.infra.scratch / "serve.log")
+        serve = product.Serve(self.env(url, "serve"), self.infra.scratch / "serve.log",
+                              split=self.split_roles)
         serve.start()
         try:
             caught = product.catch_up(url, s.stage_timeout)
@@ -337,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="sample the service and the replay with py-spy into DIR "
                              "(figures of such a run are disturbed by the sampling)")
+    parser.add_argument("--split-roles", action="store_true",
+                        help="serve the API in one process and the consumers, relay, projections "
+                             "and expiry in another (`reserves serve --roles ...`) instead of "
+                             "everything in one")
     parser.add_argument("--keep", action="store_true",
                         help="keep the scratch directory and databases for inspection")
     parser.add_argument("--out", type=Path, default=HERE, help="where results.json/png go")
@@ -357,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupted)
     started = time.perf_counter()
     infra = BenchInfra.start()
-    bench = Bench(sizes, infra, args.profile)
+    bench = Bench(sizes, infra, args.profile, split_roles=args.split_roles)
     try:
         machine = infra.machine()
         console.print(f"machine: {machine['cpu_count']} × {machine['cpu_model']}, "
