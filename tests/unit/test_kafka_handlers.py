@@ -22,7 +22,7 @@ from domain import facts as f
 from domain.errors import UnknownOrderError
 from handlers import kafka_consumers
 from handlers.commands import CommandHandler
-from handlers.erp import Envelope, ErpIngest, FactRefusedError, IngestResult
+from handlers.erp import Envelope, ErpIngest, FactRefusedError, IngestResult, Message
 from handlers.kafka_consumers import register_consumers
 from handlers.outcome import Outcome, error_body
 from services.topics import COMMAND_RESULTS, COMMANDS, DLQ, ERP_EVENTS
@@ -32,15 +32,32 @@ MANAGERS = frozenset({"ivanov", "petrova"})
 
 
 class FakeErp:
+    """Refuses a message whose envelopes' event_ids are in ``refuse``; raises ``raises``."""
+
     def __init__(self) -> None:
         self.batches: list[list[Envelope]] = []
+        self.passes: list[list[Message]] = []
         self.raises: Exception | None = None
+        self.refuse: set[str] = set()
 
     def ingest(self, envelopes: list[Envelope]) -> IngestResult:
         self.batches.append(envelopes)
         if self.raises is not None:
             raise self.raises
+        for index, e in enumerate(envelopes):
+            if e.event_id in self.refuse:
+                raise FactRefusedError(index, e.event_id, UnknownOrderError("Refused here."))
         return IngestResult(accepted=len(envelopes), duplicates=0)
+
+    def ingest_messages(self, messages: list[Message]) -> list[IngestResult | FactRefusedError]:
+        self.passes.append(list(messages))
+        out: list[IngestResult | FactRefusedError] = []
+        for message in messages:
+            try:
+                out.append(self.ingest(message.envelopes))
+            except FactRefusedError as e:
+                out.append(e)
+        return out
 
 
 class FakeCommands:
