@@ -191,9 +191,16 @@ def register_consumers(broker: KafkaBroker, *, erp: ErpIngest, commands: Command
             for record in records:
                 await _erp_alone(broker, erp, record)
             return None
+        accepted = duplicates = 0
         for item in handled:
-            with correlated(item.correlation_id):
-                await _erp_answer(broker, item)
+            if item.result is not None:
+                accepted += item.result.accepted
+                duplicates += item.result.duplicates
+            else:
+                with correlated(item.correlation_id):
+                    await _erp_answer(broker, item)
+        if accepted or duplicates:  # one line per batch: a line per message cost more than
+            record_erp(accepted, duplicates, "kafka")  # the message's own work
         return None
 
     @broker.subscriber(COMMANDS, group_id=COMMANDS_GROUP, title=COMMANDS, **common)

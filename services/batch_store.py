@@ -7,8 +7,9 @@ batch needs, built on the same recorder and in the same shape as its own save:
 
 - ``load_events``: the stored events of many aggregates in one query (``= ANY``);
 - ``save_batch``: one transaction holding the receipts, every aggregate's pending events (one
-  pass through the events table's lock, one ``INSERT … unnest``) and each event's own
-  correlation id. It is ``ReservesRecorder.insert_events`` with per-event correlation ids.
+  pass through the events table's lock) and each event's own correlation id, each table
+  written by ``COPY``. It is ``ReservesRecorder.insert_events`` with per-event correlation
+  ids.
 """
 
 from __future__ import annotations
@@ -17,12 +18,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 from uuid import UUID
 
-from eventsourcing.application import ProcessingEvent
 from eventsourcing.domain import Aggregate, DomainEventProtocol
 from eventsourcing.persistence import StoredEvent
 from psycopg.sql import SQL, Composed, Identifier
+from psycopg.types.json import Jsonb
 
-from services.eventstore import Receipt, ReservesRecorder, ReserveStore, _quick_retry
+from services.eventstore import (
+    RECEIPTS_TABLE,
+    Receipt,
+    ReservesRecorder,
+    ReserveStore,
+    _quick_retry,
+)
 from services.tracing import CORRELATIONS_TABLE
 
 EventKey = tuple[UUID, int]  # (originator_id, originator_version)
@@ -34,13 +41,6 @@ def _select_many(recorder: ReservesRecorder) -> Composed:
         "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
     ).format(schema=Identifier(recorder.datastore.schema),
              table=Identifier(recorder.events_table_name))
-
-
-def _insert_correlations(recorder: ReservesRecorder) -> Composed:
-    return SQL(
-        "INSERT INTO {schema}.{table} SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[]) "
-        "ON CONFLICT DO NOTHING"
-    ).format(schema=Identifier(recorder.datastore.schema), table=Identifier(CORRELATIONS_TABLE))
 
 
 @_quick_retry
@@ -67,19 +67,46 @@ def load_events(store: ReserveStore, ids: Iterable[UUID]
     return out
 
 
+def _copy(table: str, columns: str, recorder: ReservesRecorder) -> Composed:
+    return SQL("COPY {schema}.{table} (" + columns + ") FROM STDIN (FORMAT BINARY)").format(
+        schema=Identifier(recorder.datastore.schema), table=Identifier(table))
+
+
 @_quick_retry
 def _insert(recorder: ReservesRecorder, stored: Sequence[StoredEvent],
             receipts: Sequence[Receipt], correlations: Sequence[tuple[UUID, int, str]]) -> None:
+    """``ReservesRecorder.insert_events`` for big batches: the receipts, then (under the events
+    table's lock, with its NOTIFY) the events, then their correlation ids, each by ``COPY``.
+    psycopg dumps the arrays of the recorder's statements element by element in Python (an
+    array of composites for the events), which cost more than the statements themselves for
+    thousands of rows. A receipt or a version stored meanwhile fails its primary key
+    (``IntegrityError``, a ``RecordConflictError``) and nothing is stored: the caller reads the
+    receipts again and retries, as after a ``DuplicateReceiptError``."""
+    id_type = recorder.datastore.originator_id_type
     with recorder.datastore.get_connection() as conn, conn.transaction(), \
             conn.cursor() as curs:
-        recorder._insert_events(curs, stored, receipts=receipts)  # the receipts, first
+        if receipts:
+            with curs.copy(_copy(RECEIPTS_TABLE, "key, fingerprint, status, body",
+                                 recorder)) as copy:
+                copy.set_types(["text", "text", "int4", "jsonb"])
+                for r in receipts:
+                    copy.write_row((r.key, r.fingerprint, r.status, Jsonb(r.body)))
         if stored:
-            recorder._insert_stored_events(curs, stored)  # lock, notify, insert
-            recorder._fetch_ids_after_insert_events(curs, stored)
+            recorder._lock_table(curs)
+            recorder._notify_channel(curs)
+            with curs.copy(_copy(recorder.events_table_name,
+                                 "originator_id, originator_version, topic, state",
+                                 recorder)) as copy:
+                copy.set_types([id_type, "int8", "text", "bytea"])
+                for e in stored:
+                    copy.write_row((e.originator_id, e.originator_version, e.topic, e.state))
         if correlations:
-            curs.execute(_insert_correlations(recorder), (
-                [c[0] for c in correlations], [c[1] for c in correlations],
-                [c[2] for c in correlations]))
+            with curs.copy(_copy(CORRELATIONS_TABLE,
+                                 "originator_id, originator_version, correlation_id",
+                                 recorder)) as copy:
+                copy.set_types([id_type, "int8", "text"])
+                for row in correlations:
+                    copy.write_row(row)
 
 
 def save_batch(store: ReserveStore, aggregates: Iterable[Aggregate],
@@ -87,18 +114,20 @@ def save_batch(store: ReserveStore, aggregates: Iterable[Aggregate],
     """One atomic save of every aggregate's pending events and the receipts, each event with
     the correlation id ``correlations`` gives it (by aggregate id and version), if any.
 
-    Raises ``RecordConflictError`` when another writer stored a version first and
-    ``DuplicateReceiptError`` when a receipt is there already; nothing is stored then.
+    Raises ``RecordConflictError`` when another writer stored a version or a receipt first;
+    nothing is stored then.
     """
-    processing: ProcessingEvent[UUID] = ProcessingEvent()
-    processing.collect_events(*aggregates)
-    events = processing.events
+    saved = [a for a in aggregates]
+    events = [e for a in saved for e in a.collect_events()]
     to_stored_event = store.mapper.to_stored_event
     stored = [to_stored_event(e) for e in events]
-    keyed = [(e.originator_id, e.originator_version) for e in events]
-    rows = [(k[0], k[1], correlations[k]) for k in keyed if k in correlations]
+    rows = []
+    for e in events:
+        cid = correlations.get((e.originator_id, e.originator_version))
+        if cid is not None:
+            rows.append((e.originator_id, e.originator_version, cid))
     _insert(store.reserves_recorder, stored, receipts, rows)
     cache: Any = store.repository.cache
     if cache is not None and not store.repository.fastforward:  # as Application.save does
-        for aggregate_id, aggregate in processing.aggregates.items():
-            cache.put(aggregate_id, aggregate)
+        for aggregate in saved:
+            cache.put(aggregate.id, aggregate)
