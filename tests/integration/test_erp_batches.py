@@ -18,6 +18,7 @@ from eventsourcing.persistence import OperationalError, RecordConflictError
 from handlers import erp as erp_module
 from handlers.erp import FactRefusedError, IngestResult, Message
 from handlers.wire import parse_erp_body
+from services import batch_store
 from services.runtime import Core
 from tests.support import SKU, WAREHOUSE, envelope, uid
 
@@ -140,8 +141,8 @@ def test_a_batch_that_fails_before_its_commit_is_stored_once_when_delivered_agai
     delivery (a crash after the commit, before the offsets were) is all duplicates."""
     order = uid("o-")
     batch = [message(placed(order)), message(reserve("ReservePlaced", order, 4))]
-    real_save = erp_module.save_batch
-    calls = []
+    real_save = batch_store.save_batch
+    calls: list[int] = []
 
     def failing_save(*args: Any, **kwargs: Any) -> None:
         calls.append(1)
@@ -168,8 +169,8 @@ def test_a_batch_that_loses_a_race_is_loaded_again_and_stored_once(
     order = uid("o-")
     core.erp.ingest(parse_erp_body([placed(order)]))
     fact = reserve("ReservePlaced", order, 3)
-    real_save = erp_module.save_batch
-    raced = []
+    real_save = batch_store.save_batch
+    raced: list[int] = []
 
     def racing_save(*args: Any, **kwargs: Any) -> None:
         if not raced:  # the twin lands between our load and our save
@@ -186,7 +187,7 @@ def test_a_batch_that_loses_a_race_is_loaded_again_and_stored_once(
 def test_a_batch_that_keeps_losing_races_is_stored_message_by_message(
         core: Core, monkeypatch: pytest.MonkeyPatch) -> None:
     order = uid("o-")
-    real_save = erp_module.save_batch
+    real_save = batch_store.save_batch
     monkeypatch.setattr(erp_module, "backoff", lambda attempt: None)
 
     def save(store: Any, aggregates: Any, receipts: Any, correlations: Any) -> None:
