@@ -256,6 +256,20 @@ class Bench:
                    f"{s.stage_timeout:.0f} s; ingest_throughput is over those")
         r.add("ingest_throughput", run.per_second, "facts/s", batched)
 
+    def ingest_stage(self) -> None:
+        """The ingest figure alone (``--stages ingest``): its baseline and a fresh service on a
+        fresh database, without the serve stage's seeding, relay, gives and e2e runs."""
+        s = self.sizes
+        url = self.infra.fresh_database("ingest")
+        batched = baselines.pg_batched_rows(url, s.baseline_seconds)
+        console.print(f"  raw: {batched:,.0f} rows/s batched")
+        serve = product.Serve(self.env(url, "ingest"), self.infra.scratch / "serve-ingest.log")
+        serve.start()
+        try:
+            self.ingest(url, serve, batched)
+        finally:
+            serve.stop()
+
     # -- replay ---------------------------------------------------------------------------------
 
     def replay_stage(self) -> None:
@@ -332,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="scale every size down")
     parser.add_argument("--stages", default="serve,replay",
-                        help="comma-separated: serve (relay, gives, e2e, ingest), replay")
+                        help="comma-separated: serve (relay, gives, e2e, ingest), replay; or "
+                             "ingest alone (its baseline and the ingest on a fresh service)")
     parser.add_argument("--give-slots", type=int, help="pending requests to seed for gives")
     parser.add_argument("--give-seconds", type=float)
     parser.add_argument("--ingest-facts", type=int)
@@ -372,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"load {machine['load_average_at_start']}")
         if "serve" in stages:
             bench.stage("serve: relay, gives, e2e, ingest", bench.serve_stages)
+        if "ingest" in stages and "serve" not in stages:
+            bench.stage("ingest", bench.ingest_stage)
         if "replay" in stages:
             bench.stage("replay", bench.replay_stage)
     finally:

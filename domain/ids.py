@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from uuid import UUID, uuid5
 
 _NAMESPACE = UUID("6f1c2b0e-4d1a-5a7e-9c3b-0e2f1d7a9b42")
 
 
+# Cached: a batch of ERP facts names each order and stock item several times (receipts,
+# loading, the aggregate's own id), and uuid5 (with json.dumps for stock) is not free.
+@lru_cache(maxsize=16384)
 def order_uuid(order_id: str) -> UUID:
     return uuid5(_NAMESPACE, f"order:{order_id}")
 
 
+@lru_cache(maxsize=16384)
 def stock_item_uuid(warehouse: str, sku: str) -> UUID:
     return uuid5(_NAMESPACE, "stock:" + json.dumps([warehouse, sku], ensure_ascii=False))
 

@@ -8,7 +8,7 @@ its own event, so downstream subscribers get one message per change.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -132,7 +132,9 @@ class CustomerOrder(Aggregate):
     def lines_view(self) -> list[dict[str, Any]]:
         closed = not self.is_active
         return [
-            {**asdict(line), "shortage": 0 if closed else line.shortage}
+            # asdict()'s keys, in its order, without its deep copy (a tenth of an ERP fact's CPU)
+            {"sku": line.sku, "warehouse": line.warehouse, "ordered": line.ordered,
+             "reserved": line.reserved, "shortage": 0 if closed else line.shortage}
             for line in self.lines.values()
         ]
 

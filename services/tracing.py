@@ -98,6 +98,14 @@ def message_correlation_id(headers: dict[str, str], body: bytes, fallback: str) 
         payload = json.loads(body)
     except (ValueError, RecursionError):  # a poison message too must reach its handler (DLQ):
         return fallback  # not JSON, not UTF-8, a number too long to read, nested too deeply
+    return payload_correlation_id(None, payload, fallback)
+
+
+def payload_correlation_id(header: str | None, payload: Any, fallback: str) -> str:
+    """``message_correlation_id`` for a message whose body the caller has decoded already
+    (``header``: its ``correlation_id`` header, if any)."""
+    if header and valid_correlation_id(header):
+        return header
     first = payload[0] if isinstance(payload, list) and payload else payload
     if isinstance(first, dict):
         for name in ("command_id", "event_id"):
@@ -110,10 +118,13 @@ def message_correlation_id(headers: dict[str, str], body: bytes, fallback: str) 
 class CorrelationMiddleware(BaseMiddleware):
     """FastStream middleware: sets the correlation id for the handling of each consumed
     message, and puts the id in force on everything published meanwhile (command results,
-    dead letters) as the ``correlation_id`` header."""
+    dead letters) as the ``correlation_id`` header. A batch subscriber's handler sets each
+    message's id itself (a batch has no single id)."""
 
     async def consume_scope(self, call_next: Callable[[Any], Any], msg: Any) -> Any:
         raw = msg.raw_message
+        if isinstance(raw, (tuple, list)):  # a batch (a list under FastStream's test broker)
+            return await call_next(msg)
         cid = message_correlation_id(msg.headers, msg.body,
                                      f"{raw.topic}/{raw.partition}/{raw.offset}")
         with correlated(cid):

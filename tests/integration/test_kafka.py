@@ -358,6 +358,54 @@ async def test_erp_poison_messages_go_to_dlq_unchanged_and_the_partition_goes_on
     assert order.held(WAREHOUSE, SKU) == 6  # 2 + 4: nothing of a refused batch was applied
 
 
+async def test_erp_backlog_is_stored_in_batches_in_key_order_with_poison_dead_lettered_alone(
+        kafka: Kafka, consumers: Consumers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backlog (the consumers were away) comes in batches of many messages: the refused
+    message of each order goes to the DLQ alone, every other one is stored, once, in order."""
+    core = consumers.core
+    orders = [uid("o-") for _ in range(3)]
+    for order_id in orders:
+        await kafka.send_json(ERP_EVENTS, placed(order_id), order_id)
+    for order_id in orders:
+        await wait_held(core, order_id, 0)
+    dlq_marks = await kafka.ends(DLQ)
+    passes: list[int] = []
+    ingest_messages = core.erp.ingest_messages
+
+    def spy(messages: Any) -> Any:
+        passes.append(len(messages))
+        return ingest_messages(messages)
+
+    monkeypatch.setattr(core.erp, "ingest_messages", spy)
+    poison: dict[str, bytes] = {}
+    await consumers.stop()
+    try:
+        sent = []
+        for i in range(10):
+            for order_id in orders:
+                if i == 5:  # refused: more than the order holds
+                    fact = reserve("ReserveReleased", order_id, 99)
+                elif i == 7:  # valid only after the six reserves before it
+                    fact = reserve("ReserveReleased", order_id, 6)
+                else:
+                    fact = reserve("ReservePlaced", order_id, 1)
+                body = json.dumps(fact).encode()
+                if i == 5:
+                    poison[order_id] = body
+                sent.append(await kafka.producer.send(ERP_EVENTS, body, key=order_id.encode()))
+        await asyncio.gather(*sent)
+    finally:
+        await consumers.start()
+
+    for order_id in orders:
+        await wait_held(core, order_id, 2)  # 8 reserves of 1, one release of 6
+    dead = await kafka.read(dlq_marks, until=lambda rs: all(keyed(rs, o) for o in orders))
+    for order_id in orders:
+        assert [r.value for r in keyed(dead, order_id)] == [poison[order_id]]
+        assert "cannot release 99" in headers(keyed(dead, order_id)[0])["error"]
+    assert max(passes) > 1  # batches, not one message at a time
+
+
 # -- reserve.commands --------------------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from domain import facts as f
 from domain.errors import UnknownOrderError
 from handlers import kafka_consumers
 from handlers.commands import CommandHandler
-from handlers.erp import Envelope, ErpIngest, FactRefusedError, IngestResult
+from handlers.erp import Envelope, ErpIngest, FactRefusedError, IngestResult, Message
 from handlers.kafka_consumers import register_consumers
 from handlers.outcome import Outcome, error_body
 from services.topics import COMMAND_RESULTS, COMMANDS, DLQ, ERP_EVENTS
@@ -32,15 +32,32 @@ MANAGERS = frozenset({"ivanov", "petrova"})
 
 
 class FakeErp:
+    """Refuses a message whose envelopes' event_ids are in ``refuse``; raises ``raises``."""
+
     def __init__(self) -> None:
         self.batches: list[list[Envelope]] = []
+        self.passes: list[list[Message]] = []
         self.raises: Exception | None = None
+        self.refuse: set[str] = set()
 
     def ingest(self, envelopes: list[Envelope]) -> IngestResult:
         self.batches.append(envelopes)
         if self.raises is not None:
             raise self.raises
+        for index, e in enumerate(envelopes):
+            if e.event_id in self.refuse:
+                raise FactRefusedError(index, e.event_id, UnknownOrderError("Refused here."))
         return IngestResult(accepted=len(envelopes), duplicates=0)
+
+    def ingest_messages(self, messages: list[Message]) -> list[IngestResult | FactRefusedError]:
+        self.passes.append(list(messages))
+        out: list[IngestResult | FactRefusedError] = []
+        for message in messages:
+            try:
+                out.append(self.ingest(message.envelopes))
+            except FactRefusedError as e:
+                out.append(e)
+        return out
 
 
 class FakeCommands:
@@ -172,6 +189,64 @@ async def test_a_fact_the_ingest_refuses_goes_to_the_dlq_with_the_reason(rig: Ri
     assert dead.body == body and dead.key == b"o9"
     assert dead.headers["error"] == "Event #1 ('ev-1') was refused: Customer order 'o9' is unknown."
     assert dead.headers["source"] == f"{ERP_EVENTS}/0/0"
+
+
+async def test_a_batch_is_ingested_in_one_pass_and_a_refused_message_is_dead_lettered_alone(
+    rig: Rig,
+) -> None:
+    rig.erp.refuse = {"ev-2"}
+    bodies = [as_bytes(order_placed(f"ev-{i}")) for i in (1, 2, 3)]
+    await rig.broker.publish_batch(*bodies, topic=ERP_EVENTS)
+    [one_pass] = rig.erp.passes
+    assert [[e.event_id for e in m.envelopes] for m in one_pass] == [["ev-1"], ["ev-2"], ["ev-3"]]
+    [dead] = rig.dlq
+    assert dead.body == bodies[1]
+    assert dead.headers["error"] == "Event #1 ('ev-2') was refused: Refused here."
+    assert dead.headers["source"].startswith(f"{ERP_EVENTS}/")
+
+
+async def test_unreadable_messages_of_a_batch_are_dead_lettered_in_order_and_the_rest_stored(
+    rig: Rig,
+) -> None:
+    invalid = as_bytes(envelope("ReservePlaced", {"order_id": "o1", "sku": "S1",
+                                                  "warehouse": "W1", "quantity": 0}))
+    bodies = [b"\xff not json", as_bytes(order_placed("ev-2")), invalid]
+    await rig.broker.publish_batch(*bodies, topic=ERP_EVENTS)
+    [one_pass] = rig.erp.passes
+    assert [[e.event_id for e in m.envelopes] for m in one_pass] == [["ev-2"]]
+    assert [d.body for d in rig.dlq] == [bodies[0], bodies[2]]
+    assert rig.dlq[0].headers["error"] == "The message is not UTF-8 JSON."
+    assert rig.dlq[1].headers["error"].startswith("Invalid ERP envelope: ")
+
+
+async def test_an_unexpected_failure_of_a_batch_falls_back_to_one_message_at_a_time(
+    rig: Rig,
+) -> None:
+    """A bug in the batch path must not block the partition: each message is tried alone
+    and only the one that fails there is dead-lettered."""
+
+    def broken(messages: list[Message]) -> list[IngestResult | FactRefusedError]:
+        raise ValueError("a bug in batches")
+
+    rig.erp.ingest_messages = broken  # type: ignore[method-assign]
+    rig.erp.refuse = {"ev-2"}
+    bodies = [as_bytes(order_placed(f"ev-{i}")) for i in (1, 2, 3)]
+    await rig.broker.publish_batch(*bodies, topic=ERP_EVENTS)
+    assert [[e.event_id for e in b] for b in rig.erp.batches] == [["ev-1"], ["ev-2"], ["ev-3"]]
+    [dead] = rig.dlq
+    assert dead.body == bodies[1]
+    assert "Refused here." in dead.headers["error"]
+
+
+async def test_an_unreachable_store_fails_the_whole_batch_for_redelivery(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kafka_consumers, "UNAVAILABLE_BACKOFF_S", 0.0)
+    rig.erp.raises = psycopg.OperationalError("connection refused")
+    with pytest.raises(psycopg.OperationalError):
+        await rig.broker.publish_batch(as_bytes(order_placed("ev-1")),
+                                       as_bytes(order_placed("ev-2")), topic=ERP_EVENTS)
+    assert rig.dlq == []
 
 
 async def test_an_unreachable_store_is_not_dead_lettered_but_raised_for_redelivery(
