@@ -5,7 +5,7 @@ correlation id for all the events of a save. A batch of Kafka messages touches h
 aggregates and each message has its own correlation id, so this module adds the two things a
 batch needs, built on the same recorder and in the same shape as its own save:
 
-- ``load_events``: the stored events of many aggregates in one query (``= ANY``);
+- ``load_events``: the stored events of many aggregates, decoded, in one query;
 - ``save_batch``: one transaction holding the receipts, every aggregate's pending events (one
   pass through the events table's lock) and each event's own correlation id, each table
   written by ``COPY``. It is ``ReservesRecorder.insert_events`` with per-event correlation
@@ -15,7 +15,7 @@ batch needs, built on the same recorder and in the same shape as its own save:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, DomainEventProtocol
@@ -35,24 +35,6 @@ from services.tracing import CORRELATIONS_TABLE
 EventKey = tuple[UUID, int]  # (originator_id, originator_version)
 
 
-def _select_many(recorder: ReservesRecorder) -> Composed:
-    return SQL(
-        "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
-        "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
-    ).format(schema=Identifier(recorder.datastore.schema),
-             table=Identifier(recorder.events_table_name))
-
-
-@_quick_retry
-def _select_stored(recorder: ReservesRecorder, ids: Sequence[UUID]) -> list[StoredEvent]:
-    with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-        curs.execute(_select_many(recorder), (list(ids),))
-        return [StoredEvent(originator_id=row["originator_id"],
-                            originator_version=row["originator_version"],
-                            topic=row["topic"], state=bytes(row["state"]))
-                for row in curs.fetchall()]
-
-
 def load_events(store: ReserveStore, ids: Iterable[UUID]
                 ) -> dict[UUID, list[DomainEventProtocol[UUID]]]:
     """Every stored event of each aggregate in ``ids``, oldest first; an aggregate with no
@@ -62,8 +44,8 @@ def load_events(store: ReserveStore, ids: Iterable[UUID]
         return {}
     out: dict[UUID, list[DomainEventProtocol[UUID]]] = {}
     to_domain_event = store.mapper.to_domain_event
-    for stored in _select_stored(store.reserves_recorder, wanted):
-        out.setdefault(cast(UUID, stored.originator_id), []).append(to_domain_event(stored))
+    for aggregate_id, stored in store.reserves_recorder.select_events_of(wanted):
+        out[aggregate_id] = [to_domain_event(s) for s in stored]
     return out
 
 
@@ -85,6 +67,11 @@ def _insert(recorder: ReservesRecorder, stored: Sequence[StoredEvent],
     id_type = recorder.datastore.originator_id_type
     with recorder.datastore.get_connection() as conn, conn.transaction(), \
             conn.cursor() as curs:
+        if stored:
+            # the lock first, as the group writer takes it: a receipt row written before it
+            # and wanted by a group waiting on the lock would deadlock the two
+            recorder._lock_table(curs)
+            recorder._notify_channel(curs)
         if receipts:
             with curs.copy(_copy(RECEIPTS_TABLE, "key, fingerprint, status, body",
                                  recorder)) as copy:
@@ -92,8 +79,6 @@ def _insert(recorder: ReservesRecorder, stored: Sequence[StoredEvent],
                 for r in receipts:
                     copy.write_row((r.key, r.fingerprint, r.status, Jsonb(r.body)))
         if stored:
-            recorder._lock_table(curs)
-            recorder._notify_channel(curs)
             with curs.copy(_copy(recorder.events_table_name,
                                  "originator_id, originator_version, topic, state",
                                  recorder)) as copy:
