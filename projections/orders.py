@@ -9,13 +9,14 @@ trips, and the result equals applying the events one by one.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
 from psycopg import Cursor
 
-from projections.batch import Item, upsert
+from projections.batch import Item, insert_new, upsert
 
 NAME = "orders"
 TABLES = ("rm_stock", "rm_orders", "rm_order_lines", "rm_reserves")
@@ -41,7 +42,9 @@ class _Line:
 
 @dataclass
 class _State:
-    """The rows one batch may touch, as loaded, and which of them it changed."""
+    """The rows one batch may touch, as loaded, and which of them it changed. Rows the batch
+    creates (orders placed in it, stock items not found) are told apart from the rows already
+    stored, so that a writer owning its tables can insert them with ``COPY``."""
 
     orders: dict[UUID, dict[str, Any]] = field(default_factory=dict)
     lines: dict[str, dict[StockKey, _Line]] = field(default_factory=dict)
@@ -51,11 +54,21 @@ class _State:
     dirty_lines: set[tuple[str, str, str]] = field(default_factory=set)
     dirty_stock: set[StockKey] = field(default_factory=set)
     dirty_reserves: set[ReserveKey] = field(default_factory=set)
+    new_orders: set[str] = field(default_factory=set)  # order ids placed in this batch
+    new_stock: set[StockKey] = field(default_factory=set)  # stock items not stored before
+    held: set[ReserveKey] = field(default_factory=set)  # rm_reserves rows stored before
+
+    def stock_row(self, key: StockKey) -> list[int]:
+        row = self.stock.get(key)
+        if row is None:
+            row = self.stock[key] = [0, 0]
+            self.new_stock.add(key)
+        return row
 
     def change_reserve(self, order_id: str, warehouse: str, sku: str, delta: int) -> None:
         self.lines[order_id][(warehouse, sku)].reserved += delta
         self.dirty_lines.add((order_id, warehouse, sku))
-        self.stock.setdefault((warehouse, sku), [0, 0])[1] += delta
+        self.stock_row((warehouse, sku))[1] += delta
         self.dirty_stock.add((warehouse, sku))
         key = (warehouse, sku, order_id)
         self.reserves[key] = self.reserves.get(key, 0) + delta
@@ -88,41 +101,57 @@ class Cache:
 
 def _load(cur: Cursor[Any], items: list[Item], cache: Cache | None) -> _State:
     state = _State()
-    placed = {e.originator_id for _, e, t in items if t == "OrderPlaced"}  # not stored yet
-    aggregates = list({e.originator_id for _, e, t in items if t in ORDER_EVENTS} - placed)
-    if cache is not None:
-        for agg in aggregates:
-            if agg in cache.orders:
-                row, lines = cache.orders[agg]
+    placed: set[UUID] = set()  # not stored yet
+    aggregates: set[UUID] = set()
+    stock_keys: set[StockKey] = set()
+    for _, e, t in items:
+        if t in STOCK_EVENTS or t in _ADD or t in _REMOVE:
+            stock_keys.add((e.warehouse, e.sku))
+        if t == "OrderPlaced":
+            placed.add(e.originator_id)
+        elif t in ORDER_EVENTS:
+            aggregates.add(e.originator_id)
+    aggregates -= placed
+    if cache is not None and aggregates:
+        for agg in list(aggregates):
+            hit = cache.orders.get(agg)
+            if hit is not None:
+                row, lines = hit
                 state.orders[agg] = row
                 state.lines[row["order_id"]] = lines
-        aggregates = [agg for agg in aggregates if agg not in state.orders]
-    cached_order_ids = set(state.lines)
-    for row in cur.execute(
-        "SELECT aggregate_id, order_id, number, date, partner, manager, status FROM rm_orders "
-        "WHERE aggregate_id = ANY(%s)", (aggregates,),
-    ):
-        state.orders[row[0]] = {"order_id": row[1], "number": row[2], "date": row[3],
-                                "partner": row[4], "manager": row[5], "status": row[6]}
-    order_ids = [o["order_id"] for o in state.orders.values()
-                 if o["order_id"] not in cached_order_ids]
-    for order_id, warehouse, sku, position, ordered, reserved in cur.execute(
-        "SELECT order_id, warehouse, sku, position, ordered, reserved FROM rm_order_lines "
-        "WHERE order_id = ANY(%s)", (order_ids,),
-    ):
-        state.lines.setdefault(order_id, {})[(warehouse, sku)] = _Line(position, ordered, reserved)
-    stock_keys = {(e.warehouse, e.sku) for _, e, t in items
-                  if t in STOCK_EVENTS or t in _ADD or t in _REMOVE}
+                aggregates.discard(agg)
+    if aggregates:
+        loaded = [
+            (row[0], {"order_id": row[1], "number": row[2], "date": row[3], "partner": row[4],
+                      "manager": row[5], "status": row[6]})
+            for row in cur.execute(
+                "SELECT aggregate_id, order_id, number, date, partner, manager, status "
+                "FROM rm_orders WHERE aggregate_id = ANY(%s)", (list(aggregates),))
+        ]
+        state.orders.update(loaded)
+        order_ids = [o["order_id"] for _, o in loaded]
+        for order_id in order_ids:
+            state.lines[order_id] = {}
+        if order_ids:
+            for order_id, warehouse, sku, position, ordered, reserved in cur.execute(
+                "SELECT order_id, warehouse, sku, position, ordered, reserved "
+                "FROM rm_order_lines WHERE order_id = ANY(%s)", (order_ids,),
+            ):
+                state.lines[order_id][(warehouse, sku)] = _Line(position, ordered, reserved)
     for order_id, lines in state.lines.items():
-        for (warehouse, sku), line in lines.items():
-            stock_keys.add((warehouse, sku))
+        for key, line in lines.items():
+            stock_keys.add(key)
             # rm_reserves holds exactly the lines' reserves above 0: no need to read it
-            state.reserves[(warehouse, sku, order_id)] = line.reserved
+            reserve = (key[0], key[1], order_id)
+            state.reserves[reserve] = line.reserved
+            if line.reserved > 0:
+                state.held.add(reserve)
     if cache is not None:
-        for key in stock_keys:
-            if key in cache.stock:
-                state.stock[key] = cache.stock[key]
-        stock_keys -= set(state.stock)
+        for key in list(stock_keys):
+            stock = cache.stock.get(key)
+            if stock is not None:
+                state.stock[key] = stock
+                stock_keys.discard(key)
     if stock_keys:
         ws, ss = zip(*stock_keys, strict=True)
         for warehouse, sku, on_hand, reserved in cur.execute(
@@ -134,66 +163,121 @@ def _load(cur: Cursor[Any], items: list[Item], cache: Cache | None) -> _State:
     return state
 
 
-def _apply(state: _State, type_name: str, e: Any) -> None:
-    if type_name in STOCK_EVENTS:
-        key = (e.warehouse, e.sku)
-        row = state.stock.setdefault(key, [0, 0])
-        if type_name != "StockItemRegistered":
-            row[0] = e.on_hand
-        state.dirty_stock.add(key)
-        return
-    if type_name == "OrderPlaced":
-        state.orders[e.originator_id] = {"order_id": e.order_id, "number": e.number,
-                                         "date": e.date, "partner": e.partner,
-                                         "manager": e.manager, "status": "new"}
-        state.dirty_orders.add(e.originator_id)
-        merged: dict[StockKey, int] = {}
-        for line in e.lines:
-            key = (line["warehouse"], line["sku"])
-            merged[key] = merged.get(key, 0) + int(line["quantity"])
-        lines = state.lines.setdefault(e.order_id, {})
-        for index, (key, ordered) in enumerate(merged.items()):
-            lines[key] = _Line(index, ordered, 0)
-            state.dirty_lines.add((e.order_id, *key))
-        return
+def _stock(state: _State, e: Any) -> None:
+    key = (e.warehouse, e.sku)
+    state.stock_row(key)
+    state.dirty_stock.add(key)
+
+
+def _stock_level(state: _State, e: Any) -> None:
+    key = (e.warehouse, e.sku)
+    state.stock_row(key)[0] = e.on_hand
+    state.dirty_stock.add(key)
+
+
+def _placed(state: _State, e: Any) -> None:
+    order_id = e.order_id
+    state.orders[e.originator_id] = {"order_id": order_id, "number": e.number, "date": e.date,
+                                     "partner": e.partner, "manager": e.manager,
+                                     "status": "new"}
+    state.dirty_orders.add(e.originator_id)
+    state.new_orders.add(order_id)
+    merged: dict[StockKey, int] = {}
+    for line in e.lines:
+        key = (line["warehouse"], line["sku"])
+        merged[key] = merged.get(key, 0) + int(line["quantity"])
+    lines = state.lines.setdefault(order_id, {})
+    for index, (key, ordered) in enumerate(merged.items()):
+        lines[key] = _Line(index, ordered, 0)
+        state.dirty_lines.add((order_id, *key))
+
+
+def _order_id(state: _State, e: Any) -> str:
     order = state.orders.get(e.originator_id)
     assert order is not None, f"order {e.originator_id} projected before it was placed"
-    order_id = order["order_id"]
-    if type_name in _ADD:
-        state.change_reserve(order_id, e.warehouse, e.sku, e.quantity)
-    elif type_name in _REMOVE:
-        state.change_reserve(order_id, e.warehouse, e.sku, -e.quantity)
-    elif type_name in ("OrderShipped", "OrderCancelled"):
-        for (warehouse, sku), line in list(state.lines.get(order_id, {}).items()):
-            if line.reserved > 0:
-                state.change_reserve(order_id, warehouse, sku, -line.reserved)
-    elif type_name == "OrderStatusChanged":
-        order["status"] = e.status
-        state.dirty_orders.add(e.originator_id)
+    return str(order["order_id"])
 
 
-def _write(cur: Cursor[Any], state: _State) -> None:
-    orders = [(agg, state.orders[agg]) for agg in state.dirty_orders]
-    upsert(cur, "rm_orders", ("order_id", "aggregate_id", "number", "date", "partner", "manager",
-                              "status"),
+def _added(state: _State, e: Any) -> None:
+    state.change_reserve(_order_id(state, e), e.warehouse, e.sku, e.quantity)
+
+
+def _removed(state: _State, e: Any) -> None:
+    state.change_reserve(_order_id(state, e), e.warehouse, e.sku, -e.quantity)
+
+
+def _closed(state: _State, e: Any) -> None:  # shipped or cancelled: its reserves are freed
+    order_id = _order_id(state, e)
+    for (warehouse, sku), line in list(state.lines.get(order_id, {}).items()):
+        if line.reserved > 0:
+            state.change_reserve(order_id, warehouse, sku, -line.reserved)
+
+
+def _status(state: _State, e: Any) -> None:
+    _order_id(state, e)
+    state.orders[e.originator_id]["status"] = e.status
+    state.dirty_orders.add(e.originator_id)
+
+
+_HANDLERS: dict[str, Callable[[_State, Any], None]] = {
+    "StockItemRegistered": _stock, "StockLevelSet": _stock_level, "StockConsumed": _stock_level,
+    "OrderPlaced": _placed, "ReservePlaced": _added, "ReserveMovedIn": _added,
+    "ReserveReleased": _removed, "ReserveMovedOut": _removed, "OrderShipped": _closed,
+    "OrderCancelled": _closed, "OrderStatusChanged": _status,
+}
+assert set(_HANDLERS) == EVENTS
+
+
+def _split(rows: list[Any], new: Callable[[Any], bool], copy_new: bool
+           ) -> tuple[list[Any], list[Any]]:
+    """(rows to insert with COPY, rows to upsert); everything is upserted unless ``copy_new``."""
+    if not copy_new:
+        return [], rows
+    inserted: list[Any] = []
+    upserted: list[Any] = []
+    for row in rows:
+        (inserted if new(row) else upserted).append(row)
+    return inserted, upserted
+
+
+_ORDER_COLUMNS = ("order_id", "aggregate_id", "number", "date", "partner", "manager", "status")
+_LINE_COLUMNS = ("order_id", "warehouse", "sku", "position", "ordered", "reserved")
+_STOCK_COLUMNS = ("warehouse", "sku", "on_hand", "reserved")
+_RESERVE_COLUMNS = ("warehouse", "sku", "order_id", "quantity")
+
+
+def _write(cur: Cursor[Any], state: _State, copy_new: bool) -> None:
+    """Writes the changed rows back: one statement per table (two with ``copy_new``: the new
+    rows with COPY, the others with an upsert)."""
+    new_orders = state.new_orders
+    orders = [(o["order_id"], agg, o["number"], o["date"], o["partner"], o["manager"],
+               o["status"]) for agg in state.dirty_orders for o in (state.orders[agg],)]
+    inserted, upserted = _split(orders, lambda r: r[0] in new_orders, copy_new)
+    insert_new(cur, "rm_orders", _ORDER_COLUMNS, inserted)
+    upsert(cur, "rm_orders", _ORDER_COLUMNS,
            ("text", "uuid", "text", "timestamp", "text", "text", "text"),
-           [(o["order_id"], agg, o["number"], o["date"], o["partner"], o["manager"], o["status"])
-            for agg, o in orders], conflict=("order_id",), update=("status",))
-    lines = [(o, w, s, state.lines[o][(w, s)]) for o, w, s in state.dirty_lines]
-    upsert(cur, "rm_order_lines", ("order_id", "warehouse", "sku", "position", "ordered",
-                                   "reserved"),
-           ("text", "text", "text", "int", "bigint", "bigint"),
-           [(o, w, s, ln.position, ln.ordered, ln.reserved) for o, w, s, ln in lines],
+           upserted, conflict=("order_id",), update=("status",))
+    lines = [(o, w, s, ln.position, ln.ordered, ln.reserved)
+             for o, w, s in state.dirty_lines for ln in (state.lines[o][(w, s)],)]
+    inserted, upserted = _split(lines, lambda r: r[0] in new_orders, copy_new)
+    insert_new(cur, "rm_order_lines", _LINE_COLUMNS, inserted)
+    upsert(cur, "rm_order_lines", _LINE_COLUMNS,
+           ("text", "text", "text", "int", "bigint", "bigint"), upserted,
            conflict=("order_id", "warehouse", "sku"), update=("reserved",))
-    upsert(cur, "rm_stock", ("warehouse", "sku", "on_hand", "reserved"),
-           ("text", "text", "bigint", "bigint"),
-           [(w, s, *state.stock[(w, s)]) for w, s in state.dirty_stock],
-           conflict=("warehouse", "sku"), update=("on_hand", "reserved"))
-    kept = [(*k, state.reserves[k]) for k in state.dirty_reserves if state.reserves[k] > 0]
-    gone = [k for k in state.dirty_reserves if state.reserves[k] <= 0]
-    upsert(cur, "rm_reserves", ("warehouse", "sku", "order_id", "quantity"),
-           ("text", "text", "text", "bigint"), kept,
+    new_stock = state.new_stock
+    stock = [(w, s, *state.stock[(w, s)]) for w, s in state.dirty_stock]
+    inserted, upserted = _split(stock, lambda r: (r[0], r[1]) in new_stock, copy_new)
+    insert_new(cur, "rm_stock", _STOCK_COLUMNS, inserted)
+    upsert(cur, "rm_stock", _STOCK_COLUMNS, ("text", "text", "bigint", "bigint"),
+           upserted, conflict=("warehouse", "sku"), update=("on_hand", "reserved"))
+    kept = [(*k, q) for k in state.dirty_reserves if (q := state.reserves[k]) > 0]
+    held = state.held
+    inserted, upserted = _split(kept, lambda r: r[:3] not in held, copy_new)
+    insert_new(cur, "rm_reserves", _RESERVE_COLUMNS, inserted)
+    upsert(cur, "rm_reserves", _RESERVE_COLUMNS, ("text", "text", "text", "bigint"), upserted,
            conflict=("warehouse", "sku", "order_id"), update=("quantity",))
+    gone = [k for k in state.dirty_reserves
+            if state.reserves[k] <= 0 and (k in held or not copy_new)]
     if gone:
         ws, ss, os_ = zip(*gone, strict=True)
         cur.execute(
@@ -203,12 +287,14 @@ def _write(cur: Cursor[Any], state: _State) -> None:
 
 
 def apply(cur: Cursor[Any], items: list[Item], cache: Cache | None = None) -> None:
-    """Applies a batch of this projection's events, in log order."""
+    """Applies a batch of this projection's events, in log order. With a ``cache`` (a replay,
+    which owns its tables) the rows the batch creates are inserted with COPY."""
     if not items:
         return
     state = _load(cur, items, cache)
+    handlers = _HANDLERS
     for _, event, type_name in items:
-        _apply(state, type_name, event)
-    _write(cur, state)
+        handlers[type_name](state, event)
+    _write(cur, state, copy_new=cache is not None)
     if cache is not None:
         cache.fill(state)

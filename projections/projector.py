@@ -34,7 +34,7 @@ class Projection:
     events: frozenset[str]
     apply: Callable[[Cursor[Any], list[Item], Any], None]
     schema_file: str
-    new_cache: Callable[[], Any] = lambda: None
+    new_cache: Callable[[int], Any] = lambda capacity: None
 
     def ddl(self) -> str:
         return resources.files("projections").joinpath(self.schema_file).read_text()
@@ -45,7 +45,7 @@ PROJECTIONS: dict[str, Projection] = {
         Projection(orders.NAME, orders.TABLES, orders.EVENTS, orders.apply, "schema_orders.sql",
                    orders.Cache),
         Projection(requests.NAME, requests.TABLES, requests.EVENTS, requests.apply,
-                   "schema_requests.sql"),
+                   "schema_requests.sql", requests.Cache),
     )
 }
 READ_MODEL_TABLES = tuple(t for p in PROJECTIONS.values() for t in p.tables)
@@ -85,13 +85,15 @@ def lock_positions(cur: Cursor[Any], names: Sequence[str]) -> dict[str, int]:
 
 def apply_page(cur: Cursor[Any], items: list[Item], positions: dict[str, int],
                set_search_path: Callable[[str], None] | None = None,
-               caches: dict[str, Any] | None = None) -> None:
+               caches: dict[str, Any] | None = None, end: int | None = None) -> None:
     """Applies a page to each named projection (the events after its own position) and moves
-    its tracking row to the page's end, inside the caller's transaction. ``caches``: a
-    replay's own caches, by projection (the live projector has none: it is not alone)."""
-    if not items:
-        return
-    end = items[-1][0]
+    its tracking row to the page's end (``end``, or the last item's position), inside the
+    caller's transaction. ``caches``: a replay's own caches, by projection (the live projector
+    has none: it is not alone)."""
+    if end is None:
+        if not items:
+            return
+        end = items[-1][0]
     for name, position in positions.items():
         if end <= position:
             continue
@@ -120,15 +122,18 @@ class Projector:
         """The position every projection has reached."""
         return min(self.positions().values(), default=0)
 
-    def run_once(self, limit: int = 500) -> int:
+    def run_once(self, limit: int = 2000) -> int:
         """Projects the next page of events; returns how many it read (0: caught up).
 
         The tracking rows are locked first and read inside the transaction, so a replay's
-        switch or a second projector never makes an event apply twice.
+        switch or a second projector never makes an event apply twice. The page is read on the
+        same connection (no second pooled connection per page); when the projector is behind,
+        pages are full (``limit`` events: a handful of statements for all of them), when it is
+        caught up they hold what arrived since the last one.
         """
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             positions = lock_positions(cur, self.names)
-            items = read_page(self.store, min(positions.values(), default=0), limit)
+            items = read_page(self.store, min(positions.values(), default=0), limit, conn=conn)
             apply_page(cur, items, positions)
             if items and log.isEnabledFor(logging.INFO):
                 notifications = [Notification(id=position, originator_id=e.originator_id,

@@ -15,17 +15,19 @@ session advisory lock per projection refuses a second replay of it while one run
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg import Connection
+from psycopg import Connection, pq
 from psycopg.sql import SQL, Identifier
 from psycopg_pool import ConnectionPool
 
-from projections.batch import prefetch_pages, read_page
+from projections.batch import prefetch_pages, read_events
 from projections.projector import PROJECTIONS, apply_page, lock_positions
 from services.eventstore import ReserveStore
 
@@ -34,6 +36,25 @@ SWITCH_LOCK_TIMEOUT = "10s"
 
 Progress = Callable[[int, int, int], None]
 """Called after each batch with (position reached, newest position, events read so far)."""
+
+
+@contextlib.contextmanager
+def _few_collections() -> Iterator[None]:
+    """Python's cyclic garbage collector, made to run rarely while a replay builds.
+
+    A replay keeps pages of decoded events and its caches alive across many allocations, so by
+    default the collector runs full passes over every object again and again: measured, a
+    third of the replay's CPU time. The objects a replay makes are freed by reference counting;
+    the collector still runs, ten times less often, so memory stays bounded.
+    """
+    threshold = gc.get_threshold()
+    gc.freeze()  # what is alive at the start (modules, the store) is not scanned again
+    gc.set_threshold(max(threshold[0], 10_000), 50, 50)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
 
 
 class ReplayError(Exception):
@@ -83,6 +104,15 @@ def _acquire(conn: Connection[Any], name: str) -> None:
                       "wait for it to finish or stop it first")
 
 
+def _release(conn: Connection[Any]) -> None:
+    """Gives the advisory locks back at once: closing the connection would too, but only once
+    its backend has exited, which a replay run again right away may not wait for."""
+    if conn.closed or conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        return  # a broken connection: its backend ends with it, locks and all
+    with contextlib.suppress(psycopg.Error):
+        conn.execute("SELECT pg_advisory_unlock_all()")
+
+
 def _shadow_position(conn: Connection[Any], name: str) -> int | None:
     exists = conn.execute("SELECT to_regclass(%s)",
                           (f"{shadow_schema(name)}.rm_tracking",)).fetchone()
@@ -121,7 +151,7 @@ def _start_position(conn: Connection[Any], name: str, restart: bool,
 
 class Replay:
     def __init__(self, store: ReserveStore, pool: ConnectionPool[Any], names: Sequence[str],
-                 *, page: int = 2000) -> None:
+                 *, page: int = 2000, cache_rows: int = 10_000) -> None:
         unknown = [n for n in names if n not in PROJECTIONS]
         if unknown:
             raise ReplayError(f"unknown projection {unknown[0]!r}; known: "
@@ -130,36 +160,41 @@ class Replay:
         self.pool = pool
         self.names = sorted(set(names))
         self.page = page
+        self.cache_rows = cache_rows  # rows of each kind kept between pages, per projection
 
     def run(self, *, restart: bool = False, from_position: int | None = None,
             progress: Progress | None = None) -> ReplayReport:
         started = time.monotonic()
         with psycopg.connect(self._conninfo(), autocommit=True, connect_timeout=10) as conn:
-            for name in self.names:
-                _acquire(conn, name)
-            # a crash loses at most the last pages of a shadow, with their position: it resumes
-            conn.execute("SET synchronous_commit = off")
-            live = conn.execute("SELECT current_schema()").fetchone()
-            assert live is not None
-            positions = {n: _start_position(conn, n, restart, from_position) for n in self.names}
-            report = ReplayReport(self.names, dict(positions))
+            try:
+                for name in self.names:
+                    _acquire(conn, name)
+                # a crash loses at most the last pages of a shadow, with their position: it resumes
+                conn.execute("SET synchronous_commit = off")
+                live = conn.execute("SELECT current_schema()").fetchone()
+                assert live is not None
+                positions = {n: _start_position(conn, n, restart, from_position)
+                             for n in self.names}
+                report = ReplayReport(self.names, dict(positions))
 
-            def search_path(name: str) -> None:
-                conn.execute(SQL("SET LOCAL search_path TO {}").format(
-                    Identifier(shadow_schema(name))))
+                def search_path(name: str) -> None:
+                    conn.execute(SQL("SET LOCAL search_path TO {}").format(
+                        Identifier(shadow_schema(name))))
 
-            caches = {n: PROJECTIONS[n].new_cache() for n in self.names}
-            self._build(conn, positions, search_path, report, progress, caches)
-            switch_started = time.monotonic()
-            self._switch(conn, str(live[0]), positions, search_path, report, caches)
-            report.switch_seconds = time.monotonic() - switch_started
-            for name in self.names:
-                conn.execute(SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                    Identifier(_retired_schema(name))))
-                for table in PROJECTIONS[name].tables:
-                    row = conn.execute(SQL("SELECT count(*) FROM {}.{}").format(
-                        Identifier(str(live[0])), Identifier(table))).fetchone()
-                    report.rows[table] = int(row[0]) if row else 0
+                caches = {n: PROJECTIONS[n].new_cache(self.cache_rows) for n in self.names}
+                self._build(conn, positions, search_path, report, progress, caches)
+                switch_started = time.monotonic()
+                self._switch(conn, str(live[0]), positions, search_path, report, caches)
+                report.switch_seconds = time.monotonic() - switch_started
+                for name in self.names:
+                    conn.execute(SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                        Identifier(_retired_schema(name))))
+                    for table in PROJECTIONS[name].tables:
+                        row = conn.execute(SQL("SELECT count(*) FROM {}.{}").format(
+                            Identifier(str(live[0])), Identifier(table))).fetchone()
+                        report.rows[table] = int(row[0]) if row else 0
+            finally:
+                _release(conn)
         report.position = min(positions.values(), default=0)
         report.seconds = time.monotonic() - started
         if progress is not None:
@@ -177,17 +212,21 @@ class Replay:
                search_path: Callable[[str], None], report: ReplayReport,
                progress: Progress | None, caches: dict[str, Any]) -> None:
         """Applies pages, one transaction each, until the shadows have caught up with the log
-        (the next page is read while this one is written); the live tables are untouched."""
+        (a thread reads and decodes the next page on a connection of its own while this one is
+        written); the live tables are untouched."""
         head = self._head()
-        for items in prefetch_pages(self.store, min(positions.values(), default=0), self.page):
-            with conn.transaction(), conn.cursor() as cur:
-                apply_page(cur, items, positions, search_path, caches)
-            position = items[-1][0]
-            report.events_read += len(items)
-            if progress is not None:
-                if position > head:
-                    head = self._head()
-                progress(position, max(head, position), report.events_read)
+        wanted = frozenset().union(*(PROJECTIONS[n].events for n in self.names))
+        with psycopg.connect(self._conninfo(), autocommit=True, connect_timeout=10) as reader, \
+                _few_collections():
+            for page in prefetch_pages(self.store, min(positions.values(), default=0),
+                                       self.page, conn=reader, wanted=wanted):
+                with conn.transaction(), conn.cursor() as cur:
+                    apply_page(cur, page.items, positions, search_path, caches, end=page.end)
+                report.events_read += page.read
+                if progress is not None:
+                    if page.end > head:
+                        head = self._head()
+                    progress(page.end, max(head, page.end), report.events_read)
 
     def _switch(self, conn: Connection[Any], live: str, positions: dict[str, int],
                 search_path: Callable[[str], None], report: ReplayReport,
@@ -200,13 +239,14 @@ class Replay:
             lock_positions(cur, self.names)
             head = self._head()
             position = min(positions.values(), default=0)
+            wanted = frozenset().union(*(PROJECTIONS[n].events for n in self.names))
             while position < head:
-                items = read_page(self.store, position, self.page, stop=head)
-                if not items:
+                page = read_events(self.store, position, self.page, stop=head, wanted=wanted)
+                if page is None:
                     break
-                apply_page(cur, items, positions, search_path, caches)
-                position = items[-1][0]
-                report.events_read += len(items)
+                apply_page(cur, page.items, positions, search_path, caches, end=page.end)
+                position = page.end
+                report.events_read += page.read
             for name in self.names:
                 shadow, retired = Identifier(shadow_schema(name)), Identifier(
                     _retired_schema(name))

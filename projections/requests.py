@@ -7,6 +7,7 @@ table. Inbox messages take ids derived from their event, so a replay writes the 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 from uuid import uuid5
 
@@ -14,7 +15,7 @@ from psycopg import Cursor
 
 from domain import messages
 from domain.ids import event_uuid
-from projections.batch import Item, upsert
+from projections.batch import Item, insert_new, upsert
 
 NAME = "requests"
 TABLES = ("rm_requests", "rm_inbox")
@@ -61,15 +62,40 @@ def _apply(r: dict[str, Any], inbox: list[tuple[Any, ...]], position: int, type_
             r["requested"], r["sku"], r["from_order_number"]))
 
 
-def apply(cur: Cursor[Any], items: list[Item], cache: Any = None) -> None:
-    """Applies a batch of this projection's events, in log order."""
+class Cache:
+    """The request rows a replay wrote, kept between its batches (see orders.Cache): the least
+    recently used are forgotten beyond ``capacity``."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self.capacity = capacity
+        self.rows: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def fill(self, rows: dict[str, dict[str, Any]]) -> None:
+        for request_id, row in rows.items():
+            self.rows[request_id] = row
+            self.rows.move_to_end(request_id)
+        while len(self.rows) > self.capacity:
+            self.rows.popitem(last=False)
+
+
+def apply(cur: Cursor[Any], items: list[Item], cache: Cache | None = None) -> None:
+    """Applies a batch of this projection's events, in log order. With a ``cache`` (a replay,
+    which owns its tables) the rows the batch creates are inserted with COPY."""
     if not items:
         return
     made = {str(e.originator_id) for _, e, t in items if t == "ReserveRequested"}
-    ids = list({str(e.originator_id) for _, e, _ in items} - made)  # made ones: not stored yet
-    cur.execute(f"SELECT {', '.join(_COLUMNS)} FROM rm_requests "  # noqa: S608 - our names
-                "WHERE request_id = ANY(%s)", (ids,))
-    rows = {row[0]: dict(zip(_COLUMNS, row, strict=True)) for row in cur.fetchall()}
+    wanted = {str(e.originator_id) for _, e, _ in items} - made  # made ones: not stored yet
+    rows: dict[str, dict[str, Any]] = {}
+    if cache is not None:
+        for request_id in list(wanted):
+            row = cache.rows.get(request_id)
+            if row is not None:
+                rows[request_id] = row
+                wanted.discard(request_id)
+    if wanted:
+        cur.execute(f"SELECT {', '.join(_COLUMNS)} FROM rm_requests "  # noqa: S608 - our names
+                    "WHERE request_id = ANY(%s)", (list(wanted),))
+        rows.update((row[0], dict(zip(_COLUMNS, row, strict=True))) for row in cur.fetchall())
     dirty: set[str] = set()
     inbox: list[tuple[Any, ...]] = []
     for position, e, type_name in items:
@@ -90,7 +116,14 @@ def apply(cur: Cursor[Any], items: list[Item], cache: Any = None) -> None:
             assert row is not None, f"request {request_id} projected before it was made"
             _apply(row, inbox, position, type_name, e)
         dirty.add(request_id)
-    upsert(cur, "rm_requests", _COLUMNS, _TYPES,
-           [tuple(rows[i][c] for c in _COLUMNS) for i in dirty],
+    changed = [tuple(rows[i][c] for c in _COLUMNS) for i in dirty]
+    if cache is None:
+        upsert(cur, "rm_requests", _COLUMNS, _TYPES, changed,
+               conflict=("request_id",), update=("status", "given", "reason"))
+        upsert(cur, "rm_inbox", _INBOX, _INBOX_TYPES, inbox, conflict=("id",))
+        return
+    insert_new(cur, "rm_requests", _COLUMNS, [r for r in changed if r[0] in made])
+    upsert(cur, "rm_requests", _COLUMNS, _TYPES, [r for r in changed if r[0] not in made],
            conflict=("request_id",), update=("status", "given", "reason"))
-    upsert(cur, "rm_inbox", _INBOX, _INBOX_TYPES, inbox, conflict=("id",))
+    insert_new(cur, "rm_inbox", _INBOX, inbox)
+    cache.fill({i: rows[i] for i in dirty})
