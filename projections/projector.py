@@ -126,14 +126,15 @@ class Projector:
         """Projects the next page of events; returns how many it read (0: caught up).
 
         The tracking rows are locked first and read inside the transaction, so a replay's
-        switch or a second projector never makes an event apply twice. The page is read on the
-        same connection (no second pooled connection per page); when the projector is behind,
+        switch or a second projector never makes an event apply twice. The page is read through
+        the event store's own connections: the views may live in another database (the
+        reliability checker projects into a scratch one). When the projector is behind,
         pages are full (``limit`` events: a handful of statements for all of them), when it is
         caught up they hold what arrived since the last one.
         """
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             positions = lock_positions(cur, self.names)
-            items = read_page(self.store, min(positions.values(), default=0), limit, conn=conn)
+            items = read_page(self.store, min(positions.values(), default=0), limit)
             apply_page(cur, items, positions)
             if items and log.isEnabledFor(logging.INFO):
                 notifications = [Notification(id=position, originator_id=e.originator_id,

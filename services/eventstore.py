@@ -191,7 +191,7 @@ class ReservesRecorder(PostgresApplicationRecorder):
         }
 
 
-def postgres_env(database_url: str, *, pool_size: int = 16) -> dict[str, str]:
+def postgres_env(database_url: str, *, pool_size: int = 8, overflow: int = 16) -> dict[str, str]:
     """Translates a ``DATABASE_URL`` into eventsourcing's POSTGRES_* settings."""
     params = conninfo_to_dict(database_url)
     return {
@@ -202,7 +202,7 @@ def postgres_env(database_url: str, *, pool_size: int = 16) -> dict[str, str]:
         "POSTGRES_USER": str(params.get("user") or "postgres"),
         "POSTGRES_PASSWORD": str(params.get("password") or ""),
         "POSTGRES_POOL_SIZE": str(pool_size),
-        "POSTGRES_MAX_OVERFLOW": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(overflow),  # request threads beyond the pool wait less
                 "POSTGRES_CONNECT_TIMEOUT": "3",
         "POSTGRES_LOCK_TIMEOUT": "10",
         "CREATE_TABLE": "y",
