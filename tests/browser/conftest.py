@@ -10,16 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
-from services.embedded import free_port
-from tests.conftest import PgServer
 from tests.e2e import serve
-from tests.support import ERP_TOKEN, TOKENS
 
 CHROMIUM = Path(os.environ.get("CONSOLE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -30,37 +26,7 @@ DOCS = ROOT / "docs" / "console"
 TTL_SECONDS = 3600
 
 
-@dataclass
-class Running:
-    url: str
-    log: Path
-
-
-@pytest.fixture(scope="module")
-def service(pg_server: PgServer, kafka_bootstrap: str,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    database_url = pg_server.fresh_database()
-    var = tmp_path_factory.mktemp("console-serve")
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "HTTP_HOST": "127.0.0.1",
-        "HTTP_PORT": str(port),
-        "RESERVES_API_TOKENS": ",".join(f"{m}={t}" for t, m in TOKENS.items()),
-        "RESERVES_ERP_TOKENS": ERP_TOKEN,
-        "RESERVE_REQUEST_TTL": str(TTL_SECONDS),
-        "KAFKA_SESSION_TIMEOUT_MS": "6000",
-        "RESERVES_VAR_DIR": str(var),
-    }
-    log = var / "serve.log"
-    proc = serve.start(env, log)
-    url = f"http://127.0.0.1:{port}"
-    serve.wait_healthy(proc, url, log)
-    yield Running(url, log)
-    serve.stop(proc, log)
-    pg_server.drop(database_url)
+service = serve.service_fixture("console-serve", {"RESERVE_REQUEST_TTL": str(TTL_SECONDS)})
 
 
 @pytest.fixture(scope="module")

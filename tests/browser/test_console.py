@@ -11,7 +11,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, expect
 
-from tests.browser.conftest import Running, Screens
+from tests.browser.conftest import Screens
+from tests.e2e.serve import Running
 from tests.support import ERP_AUTH, SEED_SUCCESS, SKU, TOKENS, WAREHOUSE, envelope, seed_facts, uid
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -18,11 +14,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.embedded import free_port
 from services.topics import ALL, ERP_EVENTS, ensure_topics
-from tests.conftest import PgServer
 from tests.e2e import serve
-from tests.support import ERP_AUTH, ERP_TOKEN, SKU, TOKENS, WAREHOUSE, auth, seed_facts, uid
+from tests.support import ERP_AUTH, SKU, WAREHOUSE, auth, seed_facts, uid
 from tests.support import wait_for as wait_until
 
 pytestmark = pytest.mark.e2e
@@ -30,39 +24,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 ROUNDS = 15
 
 
-@dataclass
-class Running:
-    url: str
-    kafka: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-
-@pytest.fixture(scope="module")
-def service(pg_server: PgServer, kafka_bootstrap: str,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    database_url = pg_server.fresh_database()
-    var = tmp_path_factory.mktemp("observe")
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "HTTP_HOST": "127.0.0.1",
-        "HTTP_PORT": str(port),
-        "RESERVES_API_TOKENS": ",".join(f"{m}={t}" for t, m in TOKENS.items()),
-        "RESERVES_ERP_TOKENS": ERP_TOKEN,
-        "KAFKA_SESSION_TIMEOUT_MS": "6000",
-        "RESERVES_VAR_DIR": str(var),
-        "RESERVES_MONITOR_INTERVAL": "0.5",
-    }
-    log = var / "serve.log"
-    proc = serve.start(env, log)
-    url = f"http://127.0.0.1:{port}"
-    serve.wait_healthy(proc, url, log)
-    yield Running(url, kafka_bootstrap, proc, log)
-    serve.stop(proc, log)
-    pg_server.drop(database_url)
+service = serve.service_fixture("observe", {"RESERVES_MONITOR_INTERVAL": "0.5"})
 
 
 def metrics(client: httpx.Client) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -114,7 +76,7 @@ async def _poison(bootstrap: str, count: int) -> None:
         await producer.stop()
 
 
-def test_metrics_during_a_workload_and_the_traces_it_leaves(service: Running) -> None:
+def test_metrics_during_a_workload_and_the_traces_it_leaves(service: serve.Running) -> None:
     client = httpx.Client(base_url=service.url, timeout=20)
     wait_until(lambda: client.get("/ready").status_code == 200, timeout=60,
                interval=0.2, what="/ready to answer 200")
@@ -174,7 +136,7 @@ def test_metrics_during_a_workload_and_the_traces_it_leaves(service: Running) ->
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
 
 
-def test_the_served_documents_are_the_exported_ones(service: Running) -> None:
+def test_the_served_documents_are_the_exported_ones(service: serve.Running) -> None:
     with httpx.Client(base_url=service.url, timeout=20) as client:
         asyncapi = client.get("/asyncapi.json")
         html = client.get("/asyncapi")

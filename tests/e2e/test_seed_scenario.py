@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.embedded import free_port
 from services.topics import ORDER_STATUS, ensure_topics
-from tests.conftest import PgServer
 from tests.e2e import serve
 from tests.support import (
     ERP_AUTH,
-    ERP_TOKEN,
     SEED_SUCCESS,
     SKU,
-    TOKENS,
     WAREHOUSE,
     auth,
     seed_facts,
@@ -37,39 +28,7 @@ pytestmark = pytest.mark.e2e
 TTL_SECONDS = 8
 
 
-@dataclass
-class Running:
-    url: str
-    kafka: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-
-@pytest.fixture(scope="module")
-def service(pg_server: PgServer, kafka_bootstrap: str,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    database_url = pg_server.fresh_database()
-    var = tmp_path_factory.mktemp("serve")
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "HTTP_HOST": "127.0.0.1",
-        "HTTP_PORT": str(port),
-        "RESERVES_API_TOKENS": ",".join(f"{m}={t}" for t, m in TOKENS.items()),
-        "RESERVES_ERP_TOKENS": ERP_TOKEN,
-        "RESERVE_REQUEST_TTL": str(TTL_SECONDS),
-        "KAFKA_SESSION_TIMEOUT_MS": "6000",
-        "RESERVES_VAR_DIR": str(var),
-    }
-    log = var / "serve.log"
-    proc = serve.start(env, log)
-    url = f"http://127.0.0.1:{port}"
-    serve.wait_healthy(proc, url, log)
-    yield Running(url, kafka_bootstrap, proc, log)
-    serve.stop(proc, log)
-    pg_server.drop(database_url)
+service = serve.service_fixture("serve", {"RESERVE_REQUEST_TTL": str(TTL_SECONDS)})
 
 
 def _eventually(client: httpx.Client, path: str, manager: str, check: Any,
@@ -123,7 +82,7 @@ async def _end_offsets(kafka: str, topic: str) -> dict[TopicPartition, int]:
         await consumer.stop()
 
 
-def test_seed_story_turns_the_requesting_order_green(service: Running) -> None:
+def test_seed_story_turns_the_requesting_order_green(service: serve.Running) -> None:
     owner_order, requester_order = uid("F-"), uid("R-")
     status_start = asyncio.run(_end_offsets(service.kafka, ORDER_STATUS))
     with httpx.Client(base_url=service.url, timeout=10) as client:
@@ -175,7 +134,7 @@ def test_seed_story_turns_the_requesting_order_green(service: Running) -> None:
     assert sum(1 for m in messages if m["status"] == "green") == 1
 
 
-def test_unanswered_request_expires_and_the_requester_is_told(service: Running) -> None:
+def test_unanswered_request_expires_and_the_requester_is_told(service: serve.Running) -> None:
     owner_order, requester_order = uid("F-"), uid("R-")
     with httpx.Client(base_url=service.url, timeout=10) as client:
         client.post("/v1/erp/events", json=seed_facts(owner_order, requester_order),
