@@ -93,8 +93,9 @@ def positions(database_url: str) -> Positions:
             f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}").fetchone()  # noqa: S608
         rows: dict[str, int] = dict(
             conn.execute("SELECT name, position FROM rm_tracking").fetchall())
-    return Positions(int(head[0]) if head else 0, int(rows.get("views", 0)),
-                     int(rows.get("relay", 0)))
+    # 'views': the projections together (each has its own row: 'orders', 'requests')
+    views = min((v for k, v in rows.items() if k != "relay"), default=0)
+    return Positions(int(head[0]) if head else 0, int(views), int(rows.get("relay", 0)))
 
 
 def wait_caught_up(database_url: str, target: int | None = None, timeout: float = 600.0,
