@@ -45,6 +45,7 @@ from psycopg_pool import ConnectionPool
 from domain.ids import event_uuid
 from projections.projector import tracked_position
 from services.eventstore import ReserveStore
+from services.observability import true_end_offsets
 from services.topics import ORDER_STATUS, RESERVE_EVENTS
 from services.tracing import CORRELATIONS_TABLE, HEADER, log_correlated
 
@@ -58,6 +59,7 @@ PAGE = 1000
 # next is read and sent. More buys nothing (the producer holds back a partition while its batch
 # is in flight) and widens what a failure sends again.
 DEPTH = 2
+END_PROBE_S = 5.0  # reading the last record of each partition, to count what the topic holds
 
 
 def _jsonable(value: Any) -> Any:
@@ -249,8 +251,11 @@ class Relay:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers)
         await consumer.start()
         try:
-            ends = await consumer.end_offsets([TopicPartition(RESERVE_EVENTS, p)
-                                               for p in partitions])
+            # not ``end_offsets`` alone: Tansu answers the start of the last record batch, which
+            # undercounts by the rest of that batch and made this check republish everything
+            # after any burst (a catch-up) that ended in a batch of several records
+            ends = await true_end_offsets(consumer, [TopicPartition(RESERVE_EVENTS, p)
+                                                     for p in partitions], END_PROBE_S)
         finally:
             await consumer.stop()
         on_topic = sum(ends.values())
