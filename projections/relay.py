@@ -218,6 +218,7 @@ class Relay:
         # Held while publishing and moving the position, so that a rewind decided meanwhile
         # (a check running beside the publishing) is not overwritten by a page's position.
         self._lock = asyncio.Lock()
+        self._position: int | None = None  # see _position_now
         recorder: Any = store.recorder
         schema = Identifier(recorder.datastore.schema)
         events = SQL("{}.{}").format(schema, Identifier(recorder.events_table_name))
@@ -238,6 +239,7 @@ class Relay:
         with self.pool.connection() as conn:
             conn.execute("UPDATE rm_tracking SET position = %s WHERE name = %s",
                          (position, TRACKING_NAME))
+        self._position = None
 
     def published_count(self, position: int) -> int:
         """How many stored events lie at or below ``position`` (ids may have gaps)."""
@@ -309,14 +311,19 @@ class Relay:
                                               self.page))
         return [Row(r[0], r[1], r[2], r[3], bytes(r[4]), r[5]) for r in rows]
 
-    async def _read_position(self) -> int:
-        rows = await self._sql("SELECT position FROM rm_tracking WHERE name = %s",
-                               (TRACKING_NAME,))
-        return int(rows[0][0]) if rows else 0
+    async def _position_now(self) -> int:
+        """The relay's position: read once, then kept (the relay runs in one process only and
+        is the only writer of its row; a rewind or a failure makes it read again)."""
+        if self._position is None:
+            rows = await self._sql("SELECT position FROM rm_tracking WHERE name = %s",
+                                   (TRACKING_NAME,))
+            self._position = int(rows[0][0]) if rows else 0
+        return self._position
 
     async def _write_position(self, position: int) -> None:
         await self._sql("UPDATE rm_tracking SET position = %s WHERE name = %s",
                         (position, TRACKING_NAME))
+        self._position = position
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -383,50 +390,70 @@ class Relay:
         ack: Awaitable[Any] = await self.producer.send_batch(batch, tp[0], partition=tp[1])
         return ack
 
-    async def _publish(self, rows: list[Row]) -> Awaitable[Any]:
+    async def _publish(self, rows: list[Row]) -> asyncio.Future[Any]:
         """Hands a page to the producer; returns what completes when the broker has
         acknowledged all of it."""
         acks = await self._send(await self._records(rows))
         ids = {r.id: r.correlation_id for r in rows if r.correlation_id}
         log_correlated(log, "published", rows, ids)
-        done: Awaitable[Any] = asyncio.gather(*acks)
-        return done
+        return asyncio.gather(*acks)
 
     async def _pump(self, after: int, stop: int | None,
-                    acknowledged: Callable[[int], Awaitable[None]] | None) -> int:
-        """Publishes events after ``after`` (up to ``stop``), ``DEPTH`` pages in flight;
-        ``acknowledged(last id)`` after each page, in order. Returns how many it published."""
-        in_flight: list[tuple[Awaitable[Any], int]] = []
+                    acknowledged: Callable[[int], Awaitable[None]] | None,
+                    wake: asyncio.Event | None = None) -> int:
+        """Publishes events after ``after`` (up to ``stop``), up to ``DEPTH`` pages in flight;
+        ``acknowledged(last id)`` after each page, in order. While pages are in flight and
+        nothing more is stored it waits for the oldest acknowledgement or for ``wake`` (set
+        when events are stored), whichever comes first: new events never wait for the
+        acknowledgement of older ones. Returns how many it published once all is
+        acknowledged and nothing more is stored."""
+        in_flight: list[tuple[asyncio.Future[Any], int]] = []
         sent = 0
         try:
             while True:
+                if wake is not None:
+                    wake.clear()  # before reading: what is stored from now on sets it again
                 rows = await self._read(after, stop)
                 if rows:
                     in_flight.append((await self._publish(rows), rows[-1].id))
                     after = rows[-1].id
                     sent += len(rows)
-                while in_flight and (len(in_flight) >= DEPTH or not rows):
-                    acks, last = in_flight.pop(0)
-                    await acks
-                    if acknowledged is not None:
-                        await acknowledged(last)
-                if not rows:
+                    if len(in_flight) < DEPTH:
+                        continue
+                elif not in_flight:
                     return sent
+                elif wake is not None and not in_flight[0][0].done():
+                    woken = asyncio.ensure_future(wake.wait())
+                    try:
+                        await asyncio.wait((in_flight[0][0], woken),
+                                           return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        woken.cancel()
+                    if not in_flight[0][0].done():
+                        continue  # woken: read what was stored
+                acks, last = in_flight.pop(0)
+                await acks
+                if acknowledged is not None:
+                    await acknowledged(last)
         finally:
             for acks, _ in in_flight:  # after a failure: nobody waits for these any more
-                if isinstance(acks, asyncio.Future):
-                    acks.add_done_callback(_retrieve)
+                acks.add_done_callback(_retrieve)
 
-    async def catch_up(self) -> int:
+    async def catch_up(self, wake: asyncio.Event | None = None) -> int:
         """Publishes everything stored after the relay's position, writing the position as
         pages are acknowledged; returns how many events it published (0: caught up)."""
         async with self._lock:
-            return await self._pump(await self._read_position(), None, self._write_position)
+            try:
+                return await self._pump(await self._position_now(), None, self._write_position,
+                                        wake)
+            except BaseException:
+                self._position = None  # read it again: what was written is what counts
+                raise
 
     async def run_once(self) -> int:
         """Publishes the next page alone; returns how many events it published (0: caught up)."""
         async with self._lock:
-            rows = await self._read(await self._read_position(), None)
+            rows = await self._read(await self._position_now(), None)
             if rows:
                 await (await self._publish(rows))
                 await self._write_position(rows[-1].id)

@@ -230,9 +230,8 @@ class Service:
             if not state["healthy"]:
                 await self._check_topics(relay)
                 state["healthy"] = True
-            listener.event.clear()  # before reading: a NOTIFY from now on wakes the next wait
             try:
-                return await relay.catch_up()
+                return await relay.catch_up(listener.event)
             except Exception:
                 state["healthy"] = False
                 raise
