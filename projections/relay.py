@@ -408,15 +408,23 @@ class Relay:
         acknowledgement of older ones. Returns how many it published once all is
         acknowledged and nothing more is stored."""
         in_flight: list[tuple[asyncio.Future[Any], int]] = []
+        ahead: asyncio.Future[list[Row]] | None = None  # the next page, read meanwhile
         sent = 0
+
+        def read() -> asyncio.Future[list[Row]]:
+            if wake is not None:
+                wake.clear()  # before reading: what is stored from now on sets it again
+            return asyncio.ensure_future(self._read(after, stop))
+
         try:
             while True:
-                if wake is not None:
-                    wake.clear()  # before reading: what is stored from now on sets it again
-                rows = await self._read(after, stop)
+                rows = await (ahead or read())
+                ahead = None
                 if rows:
-                    in_flight.append((await self._publish(rows), rows[-1].id))
                     after = rows[-1].id
+                    if len(rows) == self.page:  # more is likely stored: read it meanwhile
+                        ahead = read()
+                    in_flight.append((await self._publish(rows), rows[-1].id))
                     sent += len(rows)
                     if len(in_flight) < DEPTH:
                         continue
@@ -438,6 +446,10 @@ class Relay:
         finally:
             for acks, _ in in_flight:  # after a failure: nobody waits for these any more
                 acks.add_done_callback(_retrieve)
+            if ahead is not None:  # a read cut short leaves the connection in doubt
+                ahead.cancel()
+                ahead.add_done_callback(_retrieve)
+                await self.close()
 
     async def catch_up(self, wake: asyncio.Event | None = None) -> int:
         """Publishes everything stored after the relay's position, writing the position as
