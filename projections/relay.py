@@ -60,7 +60,8 @@ PAGE = 1000
 # is in flight) and widens what a failure sends again.
 DEPTH = 2
 YIELD_EVERY = 200  # messages built between two chances for the rest of the event loop
-END_PROBE_S = 5.0  # reading the last record of each partition, to count what the topic holds
+END_PROBE_S = 5.0
+CONSUMER_STOP_S = 5.0  # reading the last record of each partition, to count what the topic holds
 
 
 def _jsonable(value: Any) -> Any:
@@ -266,10 +267,12 @@ class Relay:
             # not ``end_offsets`` alone: Tansu answers the start of the last record batch, which
             # undercounts by the rest of that batch and made this check republish everything
             # after any burst (a catch-up) that ended in a batch of several records
-            ends = await true_end_offsets(consumer, [TopicPartition(RESERVE_EVENTS, p)
-                                                     for p in partitions], END_PROBE_S)
+            ends = await asyncio.wait_for(
+                true_end_offsets(consumer, [TopicPartition(RESERVE_EVENTS, p)
+                                            for p in partitions], END_PROBE_S),
+                END_PROBE_S + CONSUMER_STOP_S)
         finally:
-            await consumer.stop()
+            await _stop_without_hanging(consumer)
         on_topic = sum(ends.values())
         if on_topic >= position:  # at most ``position`` events were published: nothing lost
             return
@@ -481,6 +484,19 @@ def pool_conninfo(pool: ConnectionPool[Any]) -> tuple[str, dict[str, Any]]:
     conninfo = pool.conninfo() if callable(pool.conninfo) else pool.conninfo
     kwargs = pool.kwargs() if callable(pool.kwargs) else pool.kwargs
     return conninfo, {**(kwargs or {}), "autocommit": True}
+
+
+async def _stop_without_hanging(consumer: AIOKafkaConsumer) -> None:
+    """``consumer.stop()``, given up on after ``CONSUMER_STOP_S``: after a broker restart a
+    consumer that fetched (the probe above) was seen never to finish stopping (its fetch task
+    stuck while cancelled), which held the relay's step, and so the relay, for good (fault
+    suite, seed 101075)."""
+    stopping = asyncio.ensure_future(consumer.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=CONSUMER_STOP_S)
+    if not done:
+        log.warning("a consumer of the relay's loss check did not stop in %.0f s; left behind",
+                    CONSUMER_STOP_S)
+        stopping.add_done_callback(_retrieve)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
