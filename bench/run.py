@@ -173,6 +173,44 @@ class Bench:
         finally:
             serve.stop()
 
+    def relay_stage(self) -> None:
+        """The relay alone (``--stages relay``): its catch-up of a seeded log against the raw
+        produce rate, then the e2e run; no give sweep, no ingest. For working on the relay."""
+        s, r = self.sizes, self.results
+        url = self.infra.fresh_database("relay")
+        r.rtt_ms = ms(asyncio.run(baselines.kafka_round_trips(self.infra.bootstrap_servers,
+                                                              s.round_trips)))
+        seeder = Seeder(url)
+        try:
+            seeded = seeder.seed(self.run_id, 0, max(math.ceil(s.relay_events / EVENTS_PER_SLOT),
+                                                     int(s.e2e_rate * s.e2e_seconds) + 100))
+            message_bytes = int(seeder.mean_state_bytes() + 190)
+        finally:
+            seeder.close()
+        console.print(f"  seeded {seeded.events:,} events in {seeded.seconds:.1f} s")
+        produce = asyncio.run(baselines.kafka_produce_rate(self.infra.bootstrap_servers,
+                                                           message_bytes, seeded.events))
+        console.print(f"  raw produce: {produce:,.0f} msgs/s of {message_bytes} B")
+        serve = product.Serve(self.env(url, "relay"), self.infra.scratch / "relay.log")
+        serve.start()
+        try:
+            spy = None
+            if self.profile is not None:
+                spy = product.attach_py_spy(serve.pid, self.profile / "relay-catch-up.txt")
+            caught = product.catch_up(url, s.stage_timeout)
+            if spy is not None:
+                spy.send_signal(2)
+                spy.wait(60)
+            for name, c in caught.items():
+                console.print(f"  {name} caught up {c.events:,} events in {c.seconds:.1f} s "
+                              f"({c.per_second:,.0f}/s)")
+            self.rates = {name: c.per_second for name, c in caught.items()}
+            r.add("relay_throughput", caught["relay"].per_second, "events/s", produce)
+            product.wait_caught_up(url, timeout=s.stage_timeout)
+            self.e2e(url, serve, iter(seeded.slots))
+        finally:
+            serve.stop()
+
     def give_sweep(self, url: str, serve: product.Serve, supply: Iterator[Slot]) -> None:
         s, r = self.sizes, self.results
         for concurrency in s.sweep:
@@ -347,11 +385,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="scale every size down")
     parser.add_argument("--stages", default="serve,replay",
                         help="comma-separated: serve (relay, gives, e2e, ingest), replay; or "
-                             "ingest alone (its baseline and the ingest on a fresh service)")
+                             "ingest alone (its baseline and the ingest on a fresh service); "
+                             "or relay (the relay's catch-up and e2e only)")
     parser.add_argument("--give-slots", type=int, help="pending requests to seed for gives")
     parser.add_argument("--give-seconds", type=float)
     parser.add_argument("--ingest-facts", type=int)
     parser.add_argument("--replay-events", type=int)
+    parser.add_argument("--relay-events", type=int, help="events seeded for the relay figure")
+    parser.add_argument("--e2e-rate", type=float,
+                        help="gives/s of the e2e run (default 200: the issue's rate)")
+    parser.add_argument("--e2e-seconds", type=float)
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="sample the service and the replay with py-spy into DIR "
                              "(figures of such a run are disturbed by the sampling)")
@@ -367,7 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in {"give_slots": args.give_slots,
                                    "give_seconds": args.give_seconds,
                                    "ingest_facts": args.ingest_facts,
-                                   "replay_events": args.replay_events}.items() if v is not None}
+                                   "replay_events": args.replay_events,
+                                   "relay_events": args.relay_events,
+                                   "e2e_rate": args.e2e_rate,
+                                   "e2e_seconds": args.e2e_seconds}.items() if v is not None}
     sizes = replace(sizes, **overrides)
     stages = {x.strip() for x in args.stages.split(",") if x.strip()}
     if args.profile is not None:
@@ -391,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.stage("ingest", bench.ingest_stage)
         if "replay" in stages:
             bench.stage("replay", bench.replay_stage)
+        if "relay" in stages and "serve" not in stages:
+            bench.stage("relay: catch-up and e2e", bench.relay_stage)
     finally:
         infra.stop(keep=args.keep)
     results = bench.results

@@ -141,10 +141,11 @@ async def _republish(settings: Settings, start: int, stop: int | None) -> int:
     producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap_servers, acks="all",
                                 enable_idempotence=settings.kafka_enable_idempotence)
     await producer.start()
+    relay = Relay(core.store, core.pool, producer, bootstrap_servers=infra.bootstrap_servers)
     try:
-        relay = Relay(core.store, core.pool, producer, bootstrap_servers=infra.bootstrap_servers)
         sent = await relay.republish(start, stop)
     finally:
+        await relay.close()
         await producer.stop()
         core.close()
         infra.stop()

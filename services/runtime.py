@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -26,7 +25,7 @@ from handlers.kafka_consumers import COMMANDS_GROUP, ERP_GROUP, register_consume
 from projections.history import OrderHistory
 from projections.projector import Projector, create_schema
 from projections.queries import Views
-from projections.relay import Relay
+from projections.relay import Relay, StoreListener
 from services.consumer_watchdog import ConsumerWatchdog
 from services.embedded import EmbeddedBroker, EmbeddedPostgres
 from services.eventstore import ReserveStore, postgres_env
@@ -38,6 +37,12 @@ from services.tracing import CorrelationMiddleware
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.02
+# The relay is woken by the store's NOTIFY; it still polls this often in case one is missed
+# (and every IDLE_POLL_S while it cannot LISTEN).
+RELAY_FALLBACK_POLL_S = 1.0
+# The relay builds its own batches (closed at once: no linger); bigger ones mean fewer produce
+# round trips when catching up. A partition's batch below Kafka's default max.message.bytes.
+RELAY_BATCH_BYTES = 256 * 1024
 ERROR_BACKOFF_S = 1.0
 TOPIC_CHECK_S = 5.0
 # Consumers notice a topic that came back (a broker restarted empty, the relay re-created it)
@@ -118,9 +123,11 @@ class Core:
         self.store.close()
 
 
-async def loop_forever(name: str, step: Callable[[], Awaitable[int]], idle: float) -> None:
+async def loop_forever(name: str, step: Callable[[], Awaitable[int]], idle: float,
+                       wait: Callable[[float], Awaitable[None]] | None = None) -> None:
     """Runs ``step`` until cancelled: again at once while it has work, after ``idle`` when
-    caught up, after a back-off when it fails (a database restart, a broker restart)."""
+    caught up (or when ``wait(idle)`` returns: woken early), after a back-off when it fails (a
+    database restart, a broker restart)."""
     failing = False
     while True:
         try:
@@ -137,7 +144,7 @@ async def loop_forever(name: str, step: Callable[[], Awaitable[int]], idle: floa
             await asyncio.sleep(ERROR_BACKOFF_S)
             continue
         if not done:
-            await asyncio.sleep(idle)
+            await (asyncio.sleep(idle) if wait is None else wait(idle))
 
 
 class Service:
@@ -153,6 +160,7 @@ class Service:
         self.producer: AIOKafkaProducer | None = None
         self.broker: KafkaBroker | None = None
         self.relay: Relay | None = None
+        self.listener: StoreListener | None = None
         self.monitor = Monitor(self.core.pool, infra.bootstrap_servers,
                                {ERP_GROUP: ERP_EVENTS, COMMANDS_GROUP: COMMANDS},
                                MonitorSettings.from_env())
@@ -167,6 +175,7 @@ class Service:
             self.producer = AIOKafkaProducer(
                 bootstrap_servers=self.infra.bootstrap_servers, acks="all",
                 enable_idempotence=s.kafka_enable_idempotence, linger_ms=1,
+                max_batch_size=RELAY_BATCH_BYTES,
             )
             await self.producer.start()
             self.relay = Relay(core.store, core.pool, self.producer,
@@ -187,8 +196,15 @@ class Service:
             self._tasks.append(asyncio.create_task(loop_forever(
                 "projections", lambda: asyncio.to_thread(core.projector.run_once), IDLE_POLL_S)))
         if self.relay is not None:
+            recorder: Any = core.store.recorder
+            listener = self.listener = StoreListener(core.pool, recorder.channel_name)
+            self._tasks.append(asyncio.create_task(listener.run()))
             self._tasks.append(asyncio.create_task(
-                loop_forever("relay", self._relay_step(self.relay), IDLE_POLL_S)))
+                loop_forever("relay", self._relay_step(self.relay, listener),
+                             RELAY_FALLBACK_POLL_S, self._relay_wait(listener))))
+            relay = self.relay
+            self._tasks.append(asyncio.create_task(loop_forever(
+                "relay topic check", lambda: self._check_topics(relay), TOPIC_CHECK_S)))
         if "expiry" in roles:
             interval = max(0.2, min(5.0, s.request_ttl / 10))
             self._tasks.append(asyncio.create_task(loop_forever(
@@ -196,26 +212,39 @@ class Service:
                                                     core.views.due_requests), interval)))
         self._tasks.append(asyncio.create_task(self.monitor.run()))
 
-    def _relay_step(self, relay: Relay) -> Callable[[], Awaitable[int]]:
-        """The relay's step. After a failure (the broker went away), and every
-        ``TOPIC_CHECK_S`` since a broker may restart between two polls, it first re-creates
-        lost topics and republishes what a broker that restarted empty has lost."""
-        s = self.settings
-        state = {"healthy": True, "checked": time.monotonic()}
+    @staticmethod
+    def _relay_wait(listener: StoreListener) -> Callable[[float], Awaitable[None]]:
+        async def wait(idle: float) -> None:
+            await listener.wait(idle if listener.listening else IDLE_POLL_S)
+
+        return wait
+
+    def _relay_step(self, relay: Relay, listener: StoreListener
+                    ) -> Callable[[], Awaitable[int]]:
+        """The relay's step. After a failure (the broker went away) it first re-creates lost
+        topics and republishes what a broker that restarted empty has lost (the same check
+        also runs every ``TOPIC_CHECK_S`` in a task of its own, off the path of a wake-up)."""
+        state = {"healthy": True}
 
         async def step() -> int:
-            if not state["healthy"] or time.monotonic() - state["checked"] > TOPIC_CHECK_S:
-                await ensure_topics(self.infra.bootstrap_servers, s.kafka_partitions,
-                                    s.kafka_replication_factor)
-                await relay.rewind_if_topic_lost()
-                state.update(healthy=True, checked=time.monotonic())
+            if not state["healthy"]:
+                await self._check_topics(relay)
+                state["healthy"] = True
             try:
-                return await relay.run_once()
+                return await relay.catch_up(listener.event)
             except Exception:
                 state["healthy"] = False
                 raise
 
         return step
+
+    async def _check_topics(self, relay: Relay) -> int:
+        """A broker may restart (empty) between two pages: topics back, lost events again."""
+        s = self.settings
+        await ensure_topics(self.infra.bootstrap_servers, s.kafka_partitions,
+                            s.kafka_replication_factor)
+        await relay.rewind_if_topic_lost()
+        return 0
 
     async def stop_background(self) -> None:
         for task in self._tasks:
@@ -225,6 +254,8 @@ class Service:
                 await task
         if self.broker is not None:
             await self.broker.stop()
+        if self.relay is not None:
+            await self.relay.close()
         if self.producer is not None:
             await self.producer.stop()
 

@@ -25,6 +25,11 @@ HEADER = "correlation_id"
 MAX_LENGTH = 200
 
 
+class _Positioned(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
 class _Executes(Protocol):
     def execute(self, query: Any, params: Any = ...) -> Any: ...
 
@@ -64,7 +69,7 @@ def correlation_ids(conn: _Executes, notifications: Sequence[Notification]
     return {by_key[(row[0], row[1])]: row[2] for row in rows if (row[0], row[1]) in by_key}
 
 
-def log_correlated(log: logging.Logger, verb: str, notifications: Sequence[Notification],
+def log_correlated(log: logging.Logger, verb: str, notifications: Sequence[_Positioned],
                    ids: dict[int, str]) -> None:
     """One line per correlation id of a page: what was done to which positions."""
     groups: dict[str | None, list[int]] = {}

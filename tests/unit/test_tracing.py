@@ -73,7 +73,7 @@ def test_log_lines_are_json_with_the_correlation_id_in_force() -> None:
 def test_a_page_is_logged_once_per_correlation_id_with_its_positions() -> None:
     logger, stream = _capture(f"test.page.{uuid4().hex}")
     page = [SimpleNamespace(id=i) for i in (3, 4, 5, 9, 10)]
-    log_correlated(logger, "published", page,  # type: ignore[arg-type]
+    log_correlated(logger, "published", page,
                    {3: "a", 4: "a", 5: "a", 9: "b"})
     lines = [json.loads(s) for s in stream.getvalue().splitlines()]
     by_id = {line["correlation_id"]: line["message"] for line in lines}
