@@ -34,6 +34,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from eventsourcing.application import Application
@@ -105,7 +106,9 @@ def status_message(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def encode(value: dict[str, Any]) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact UTF-8 JSON, the bytes ``json.dumps(value, ensure_ascii=False,
+    separators=(",", ":"))`` gives for these plain values, several times faster (orjson)."""
+    return orjson.dumps(value)
 
 
 # -- building messages from the stored state ---------------------------------------------
@@ -129,7 +132,7 @@ def _state_hook(d: dict[str, Any]) -> Any:
 
 
 _decode_state = json.JSONDecoder(object_hook=_state_hook).decode
-_plain_decode = json.JSONDecoder().decode
+_plain_decode = orjson.loads
 
 
 @dataclass(frozen=True, slots=True)
