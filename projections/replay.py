@@ -78,6 +78,7 @@ class ReplayReport:
     seconds: float = 0.0
     switch_seconds: float = 0.0
     rows: dict[str, int] = field(default_factory=dict)
+    processes: int = 1  # one per projection when rebuilt in parallel
 
     @property
     def rate(self) -> float:
@@ -150,7 +151,7 @@ def _start_position(conn: Connection[Any], name: str, restart: bool,
 
 
 class Replay:
-    def __init__(self, store: ReserveStore, pool: ConnectionPool[Any], names: Sequence[str],
+    def __init__(self, store: ReserveStore, pool: ConnectionPool[Any] | str, names: Sequence[str],
                  *, page: int = 2000, cache_rows: int = 10_000) -> None:
         unknown = [n for n in names if n not in PROJECTIONS]
         if unknown:
@@ -163,7 +164,12 @@ class Replay:
         self.cache_rows = cache_rows  # rows of each kind kept between pages, per projection
 
     def run(self, *, restart: bool = False, from_position: int | None = None,
-            progress: Progress | None = None) -> ReplayReport:
+            progress: Progress | None = None,
+            ready: Callable[[], None] | None = None) -> ReplayReport:
+        """Rebuilds the projections and switches them in. ``ready`` is called once their
+        advisory locks are held and their start positions known, before any event is applied:
+        a coordinator of replays in several processes starts them all or none (it raises to
+        stop this one; a shadow is then kept, or new and empty when starting from 0)."""
         started = time.monotonic()
         with psycopg.connect(self._conninfo(), autocommit=True, connect_timeout=10) as conn:
             try:
@@ -175,6 +181,8 @@ class Replay:
                 assert live is not None
                 positions = {n: _start_position(conn, n, restart, from_position)
                              for n in self.names}
+                if ready is not None:
+                    ready()
                 report = ReplayReport(self.names, dict(positions))
 
                 def search_path(name: str) -> None:
@@ -202,6 +210,9 @@ class Replay:
         return report
 
     def _conninfo(self) -> str:
+        """Where the replay's own connections go (``pool``: a pool, or its conninfo)."""
+        if isinstance(self.pool, str):
+            return self.pool
         conninfo = self.pool.conninfo
         return conninfo if isinstance(conninfo, str) else conninfo()
 
