@@ -110,8 +110,9 @@ def _read_child(child: _Child, inbox: queue.Queue[tuple[_Child, dict[str, Any] |
     inbox.put((child, None))
 
 
-def _child_command() -> list[str]:
-    return [sys.executable, "-m", "projections.replay_parallel"]
+def _child_command(name: str) -> list[str]:
+    """The projection's name is in the command line only for ``ps`` to show which is which."""
+    return [sys.executable, "-m", "projections.replay_parallel", name]
 
 
 def replay_in_processes(database_url: str, names: Sequence[str], *, page: int = 2000,
@@ -131,7 +132,7 @@ def replay_in_processes(database_url: str, names: Sequence[str], *, page: int = 
     interrupted = False
     try:
         for name in names:
-            proc = subprocess.Popen(_child_command(), stdin=subprocess.PIPE,  # noqa: S603
+            proc = subprocess.Popen(_child_command(name), stdin=subprocess.PIPE,  # noqa: S603
                                     stdout=subprocess.PIPE)
             child = _Child(name, proc)
             run.children.append(child)
