@@ -38,22 +38,29 @@ Progress = Callable[[int, int, int], None]
 """Called after each batch with (position reached, newest position, events read so far)."""
 
 
+COLLECT_EVERY_EVENTS = 500_000
+
+
 @contextlib.contextmanager
 def _few_collections() -> Iterator[None]:
-    """Python's cyclic garbage collector, made to run rarely while a replay builds.
+    """Python's cyclic garbage collector, run by the build itself, rarely, while it builds.
 
     A replay keeps pages of decoded events and its caches alive across many allocations, so by
-    default the collector runs full passes over every object again and again: measured, a
-    third of the replay's CPU time. The objects a replay makes are freed by reference counting;
-    the collector still runs, ten times less often, so memory stays bounded.
+    default the collector runs passes over them again and again: measured, a third of the
+    replay's CPU time with the default thresholds, and still 8 % of the 'orders' replay's with
+    thresholds of 10,000/50/50. The objects a replay makes are freed by reference counting
+    (measured: a full collection during a replay finds no garbage among ~72,000 objects, in
+    30 to 90 ms); the build still calls ``gc.collect()`` every ``COLLECT_EVERY_EVENTS``
+    events, so cycles it might make are freed too and memory stays bounded.
     """
-    threshold = gc.get_threshold()
+    enabled = gc.isenabled()
     gc.freeze()  # what is alive at the start (modules, the store) is not scanned again
-    gc.set_threshold(max(threshold[0], 10_000), 50, 50)
+    gc.disable()
     try:
         yield
     finally:
-        gc.set_threshold(*threshold)
+        if enabled:
+            gc.enable()
         gc.unfreeze()
 
 
@@ -227,6 +234,7 @@ class Replay:
         written); the live tables are untouched."""
         head = self._head()
         wanted = frozenset().union(*(PROJECTIONS[n].events for n in self.names))
+        collected = 0
         with psycopg.connect(self._conninfo(), autocommit=True, connect_timeout=10) as reader, \
                 _few_collections():
             for page in prefetch_pages(self.store, min(positions.values(), default=0),
@@ -234,6 +242,10 @@ class Replay:
                 with conn.transaction(), conn.cursor() as cur:
                     apply_page(cur, page.items, positions, search_path, caches, end=page.end)
                 report.events_read += page.read
+                collected += page.read
+                if collected >= COLLECT_EVERY_EVENTS:
+                    collected = 0
+                    gc.collect()
                 if progress is not None:
                     if page.end > head:
                         head = self._head()
