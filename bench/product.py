@@ -444,6 +444,10 @@ class TreeRss:
         except psutil.Error:
             return []
 
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
     def stop(self) -> float:
         """Stops sampling; the peak in MB."""
         self._stop.set()
@@ -463,7 +467,11 @@ def replay(env: dict[str, str], log: Path, events: int, within: float,
         proc = subprocess.Popen([PYTHON, "-m", "services.cli", "replay"],  # noqa: S603
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
     rss = TreeRss(proc.pid)
-    spy = attach_py_spy(proc.pid, profile, subprocesses=True) if profile is not None else None
+    spies: list[subprocess.Popen[bytes]] = []
+    if profile is not None:  # the command, and each projection's process as it appears
+        spies.append(attach_py_spy(proc.pid, profile))
+        threading.Thread(target=_spy_on_children, args=(rss, profile, spies), daemon=True,
+                         name="replay-spies").start()
 
     def stop_tree() -> None:
         children = rss.descendants()
@@ -481,7 +489,7 @@ def replay(env: dict[str, str], log: Path, events: int, within: float,
         peak_mb = rss.stop()
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
-    if spy is not None:
+    for spy in list(spies):
         spy.wait(30)
     with open(log, "rb") as f:
         f.seek(start_of_log)
@@ -501,10 +509,26 @@ def replay(env: dict[str, str], log: Path, events: int, within: float,
                      timed_out, maxrss_mb, rss.most)
 
 
-def attach_py_spy(pid: int, out: Path, seconds: float | None = None, *,
-                  subprocesses: bool = False) -> subprocess.Popen[bytes]:
-    """Samples ``pid`` (and with ``subprocesses`` its children) with py-spy (collapsed
-    stacks, which speedscope also opens) until it exits or ``seconds`` pass."""
+def _spy_on_children(rss: TreeRss, profile: Path, spies: list[subprocess.Popen[bytes]]
+                     ) -> None:
+    """py-spy on each projection's process of a replay (``py-spy --subprocesses`` did not
+    follow them here), into ``<profile>-<projection>.txt``."""
+    seen: set[int] = set()
+    while not rss.stopped:
+        for child in rss.descendants():
+            if child.pid in seen:
+                continue
+            seen.add(child.pid)
+            with contextlib.suppress(Exception):
+                name = child.cmdline()[-1]
+                out = profile.with_name(f"{profile.stem}-{name}{profile.suffix}")
+                spies.append(attach_py_spy(child.pid, out))
+        time.sleep(0.05)
+
+
+def attach_py_spy(pid: int, out: Path, seconds: float | None = None) -> subprocess.Popen[bytes]:
+    """Samples ``pid`` with py-spy (collapsed stacks, which speedscope also opens) until it
+    exits or ``seconds`` pass."""
     from bench.infra import PYTHON as python
 
     spy = str(Path(python).with_name("py-spy"))
@@ -515,7 +539,5 @@ def attach_py_spy(pid: int, out: Path, seconds: float | None = None, *,
             "--output", str(out), "--nonblocking", *who]
     if seconds is not None:
         args += ["--duration", str(int(seconds))]
-    if subprocesses:
-        args.append("--subprocesses")
     return subprocess.Popen(args, stdout=subprocess.DEVNULL,  # noqa: S603
                             stderr=subprocess.DEVNULL)
