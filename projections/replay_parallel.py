@@ -272,7 +272,8 @@ def _child_main(protocol: IO[str]) -> int:
     if not job:
         return 2
     name = str(job["name"])
-    started = threading.Event()
+    started = threading.Event()  # told to go: from now on a stop is a signal
+    stopping = threading.Event()  # told to stop, or the parent gone
     lines: queue.Queue[str] = queue.Queue()
 
     def say(**message: Any) -> None:
@@ -287,15 +288,18 @@ def _child_main(protocol: IO[str]) -> int:
             if word == "stop":
                 break
             lines.put(word)
+        stopping.set()
         lines.put("quit")
-        if started.is_set():
+        if started.is_set():  # else ready() sees ``stopping`` once it has set ``started``
             os.kill(os.getpid(), signal.SIGTERM)
 
     def ready() -> None:
         say(event="ready")
         if lines.get() != "go":
-            raise _Stopped
+            _stop()
         started.set()
+        if stopping.is_set():  # a stop that came before the main thread took its go
+            _stop()
 
     threading.Thread(target=listen, name="replay-parent", daemon=True).start()
     last = [0.0]
@@ -312,6 +316,7 @@ def _child_main(protocol: IO[str]) -> int:
                         cache_rows=int(job["cache_rows"])).run(
             restart=bool(job["restart"]), from_position=job["from_position"],
             progress=report, ready=ready)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # switched in: nothing left to stop
     except _Stopped:
         say(event="stopped" if started.is_set() else "quit")
         return 0
@@ -331,11 +336,18 @@ def _child_main(protocol: IO[str]) -> int:
     return 0
 
 
-def _raise_stopped(signum: int, frame: Any) -> None:
+def _stop() -> None:
+    """Stops the child's main thread, once: a second stop (the parent's ``stop`` racing a
+    signal) must not interrupt the first one's rollback and release."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise _Stopped
 
 
-def child(argv: Sequence[str] | None = None) -> int:
+def _raise_stopped(signum: int, frame: Any) -> None:
+    _stop()
+
+
+def child() -> int:
     """A child: its protocol goes to the real stdout, anything else printed goes to stderr."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches it through the parent only
     signal.signal(signal.SIGTERM, _raise_stopped)
@@ -346,6 +358,7 @@ def child(argv: Sequence[str] | None = None) -> int:
         return _child_main(protocol)
     except _Stopped:
         return 0
+
 
 if __name__ == "__main__":
     sys.exit(child())
