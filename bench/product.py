@@ -4,6 +4,7 @@ and ``reserves replay`` as the operator runs it, in a child process whose peak R
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
@@ -389,35 +391,105 @@ class ReplayRun:
     events: int
     seconds: float  # the replay's own timing (process start-up excluded) when it reported it
     wall_seconds: float
-    peak_rss_mb: float
+    peak_rss_mb: float  # the peak of the summed RSS of the replay's process tree
     returncode: int
     timed_out: bool = False
+    max_rss_mb: float = 0.0  # ru_maxrss: the largest single process of the tree (a note)
+    processes: int = 1  # the most processes of the tree seen at once
 
 
 _DONE = re.compile(r"replay done: (\d+) events .* in ([\d.]+) s")
-_PROGRESS = re.compile(r"replay: position (\d+)/\d+ \(([\d,]+) events/s\)")
+_PROGRESS = re.compile(r"replay[^:\n]*: position (\d+)/\d+ \(([\d,]+) events/s")
+RSS_EVERY_S = 0.05
+
+
+class TreeRss:
+    """Samples the summed resident memory of a process and all its descendants (a replay of
+    several projections runs one child process each), every ``RSS_EVERY_S``; keeps the peak.
+    ``ru_maxrss`` would give only the largest single process of the tree."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.peak = 0
+        self.most = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tree-rss", daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        import psutil
+
+        try:
+            tree = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return
+        total = 0
+        for proc in tree:
+            with contextlib.suppress(psutil.Error):  # exited meanwhile
+                total += proc.memory_info().rss
+        self.peak = max(self.peak, total)
+        self.most = max(self.most, len(tree))
+
+    def _run(self) -> None:
+        while not self._stop.wait(RSS_EVERY_S):
+            self._sample()
+
+    def descendants(self) -> list[Any]:
+        import psutil
+
+        try:
+            return list(self.root.children(recursive=True))
+        except psutil.Error:
+            return []
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> float:
+        """Stops sampling; the peak in MB."""
+        self._stop.set()
+        self._thread.join()
+        return self.peak / 2**20
 
 
 def replay(env: dict[str, str], log: Path, events: int, within: float,
            profile: Path | None = None) -> ReplayRun:
-    """``reserves replay`` in a child; its peak RSS comes from ``wait4`` on that very child.
-    A replay still running after ``within`` seconds is stopped; its rate is then read from
-    its last progress line."""
+    """``reserves replay`` in a child; peak RSS is the peak of its process tree's summed RSS,
+    sampled every 50 ms (``ru_maxrss`` from ``wait4`` on the child is kept as a note). A
+    replay still running after ``within`` seconds is stopped, with its children; its rate is
+    then read from its last progress line."""
     start_of_log = log.stat().st_size if log.exists() else 0
     started = time.perf_counter()
     with open(log, "ab") as out:
         proc = subprocess.Popen([PYTHON, "-m", "services.cli", "replay"],  # noqa: S603
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
-    spy = attach_py_spy(proc.pid, profile) if profile is not None else None
-    timer = threading.Timer(within, proc.kill)
+    rss = TreeRss(proc.pid)
+    spies: list[subprocess.Popen[bytes]] = []
+    if profile is not None:  # the command, and each projection's process as it appears
+        spies.append(attach_py_spy(proc.pid, profile))
+        threading.Thread(target=_spy_on_children, args=(rss, profile, spies), daemon=True,
+                         name="replay-spies").start()
+
+    def stop_tree() -> None:
+        children = rss.descendants()
+        proc.kill()
+        for child in children:
+            with contextlib.suppress(OSError):
+                os.kill(child.pid, signal.SIGKILL)
+
+    timer = threading.Timer(within, stop_tree)
     timer.start()
     try:
         _, status, usage = os.wait4(proc.pid, 0)
     finally:
         timer.cancel()
+        peak_mb = rss.stop()
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
-    if spy is not None:
+    for spy in list(spies):
         spy.wait(30)
     with open(log, "rb") as f:
         f.seek(start_of_log)
@@ -430,8 +502,28 @@ def replay(env: dict[str, str], log: Path, events: int, within: float,
     elif timed_out and (progress := _PROGRESS.findall(text)):
         events = int(progress[-1][0])
         seconds = events / float(progress[-1][1].replace(",", ""))
-    # ru_maxrss is in kilobytes on Linux
-    return ReplayRun(events, seconds, wall, usage.ru_maxrss / 1024, proc.returncode, timed_out)
+    # ru_maxrss (kilobytes on Linux) covers the child and its waited-for descendants, but as
+    # the largest one of them, not their sum
+    maxrss_mb = max(usage.ru_maxrss, 0) / 1024
+    return ReplayRun(events, seconds, wall, max(peak_mb, maxrss_mb), proc.returncode,
+                     timed_out, maxrss_mb, rss.most)
+
+
+def _spy_on_children(rss: TreeRss, profile: Path, spies: list[subprocess.Popen[bytes]]
+                     ) -> None:
+    """py-spy on each projection's process of a replay (``py-spy --subprocesses`` did not
+    follow them here), into ``<profile>-<projection>.txt``."""
+    seen: set[int] = set()
+    while not rss.stopped:
+        for child in rss.descendants():
+            if child.pid in seen:
+                continue
+            seen.add(child.pid)
+            with contextlib.suppress(Exception):
+                name = child.cmdline()[-1]
+                out = profile.with_name(f"{profile.stem}-{name}{profile.suffix}")
+                spies.append(attach_py_spy(child.pid, out))
+        time.sleep(0.05)
 
 
 def attach_py_spy(pid: int, out: Path, seconds: float | None = None) -> subprocess.Popen[bytes]:

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from projections.projector import PROJECTIONS
 from projections.replay import Replay, ReplayError, ReplayReport
+from projections.replay_parallel import ReplayFailed, ReplayInterrupted, replay_in_processes
 from services.settings import Settings, SettingsError
 
 console = Console(stderr=True, soft_wrap=True)
@@ -42,6 +43,9 @@ def add_parsers(sub: Any) -> None:
     replay.add_argument("--restart", action="store_true",
                         help="discard what an interrupted replay built; start from 0")
     replay.add_argument("--page", type=int, default=2000, help="events per transaction")
+    replay.add_argument("--one-process", action="store_true",
+                        help="rebuild several projections in this one process (by default each "
+                             "is rebuilt in a process of its own, on its own core)")
     history = sub.add_parser("history", help="an order's timeline and open requests")
     history.add_argument("order_id")
     history.add_argument("--json", action="store_true", help="print JSON to stdout")
@@ -66,7 +70,8 @@ def _summary(report: ReplayReport) -> None:
         f"replay done: {report.position} events into {', '.join(report.projections)} "
         f"in {report.seconds:.1f} s ({report.rate:,.0f} events/s; {report.events_read} read"
         f"{', resumed from ' + str(resumed) if resumed else ''}); switched in "
-        f"{report.switch_seconds * 1000:.0f} ms")
+        f"{report.switch_seconds * 1000:.0f} ms"
+        f"{'; one process per projection' if report.processes > 1 else ''}")
     table = Table(title="rebuilt tables", show_header=True)
     table.add_column("table")
     table.add_column("rows", justify="right")
@@ -85,7 +90,6 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     infra = Infrastructure.start(settings, with_broker=False)
     core = Core(settings, infra.database_url)
     try:
-        replay = Replay(core.store, core.pool, names, page=args.page)
         started = time.monotonic()
         last_log = [0.0]
         with Progress(TextColumn(f"replaying {'+'.join(names)}"), BarColumn(),
@@ -107,11 +111,26 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
                                   f"({rate:,.0f} events/s, ETA {eta:.0f} s)")
 
             try:
-                result = replay.run(restart=args.restart, from_position=args.from_position,
-                                    progress=report)
+                if len(names) > 1 and not args.one_process:
+                    # one process per projection: a replay is bound by one interpreter's CPU
+                    result = replay_in_processes(
+                        infra.database_url, names, page=args.page, restart=args.restart,
+                        from_position=args.from_position, progress=report)
+                else:
+                    result = Replay(core.store, core.pool, names, page=args.page).run(
+                        restart=args.restart, from_position=args.from_position,
+                        progress=report)
             except ReplayError as e:
                 console.print(f"[red]replay refused:[/] {e}")
                 return 3
+            except ReplayFailed as e:
+                console.print(f"[red]replay failed:[/] {e}")
+                return 1
+            except (KeyboardInterrupt, ReplayInterrupted) as e:
+                console.print(f"[yellow]replay stopped[/]{': ' + str(e) if str(e) else ''}; "
+                              "what was built is kept in the shadow schemas and the next "
+                              "replay resumes it")
+                return 130
         _summary(result)
     finally:
         core.close()
