@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -94,9 +95,15 @@ def test_metrics_during_a_workload_and_the_traces_it_leaves(service: serve.Runni
     (service.log.parent / "metrics-during-workload.txt").write_text(during)
     assert "reserves_commands_total" in during and "http_request_duration_seconds" in during
 
+    finished = time.time()
+
     def settled() -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
         scrape = metrics(client)
-        caught_up = (value(scrape, "reserves_relay_lag_events") == 0
+        # figures the monitor read after the workload ended (it may finish within one of the
+        # monitor's intervals: the figures of before it also show every lag at 0)
+        fresh = all((value(scrape, "reserves_monitor_last_success_timestamp_seconds",
+                           dependency=d) or 0) > finished for d in ("postgres", "broker"))
+        caught_up = fresh and (value(scrape, "reserves_relay_lag_events") == 0
                      and value(scrape, "reserves_projection_lag_events", projection="orders") == 0
                      and value(scrape, "reserves_projection_lag_events",
                                projection="requests") == 0
