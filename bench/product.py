@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,39 @@ def catch_up(database_url: str, timeout: float,
         else:
             out[name] = CatchUp(last[name][1] - first[name][1], last[name][0] - first[name][0],
                                 last[name][1] >= head)
+    return out
+
+
+def catch_up_from_log(log: Path, head: int) -> dict[str, CatchUp]:
+    """The same figures from the service's own log: the relay's "published …" and the
+    projector's "projected …" lines carry their positions and the time. Counted from the end
+    of the first page it logged to the first line that reached ``head``, so the first page's
+    own time is neither counted nor missed. The polling in ``catch_up`` starts only once the
+    service answers /health, by which time a fast relay may already be done."""
+    loggers = {"projections.relay": ("relay", "published"),
+               "projections.projector": ("views", "projected")}
+    first: dict[str, tuple[float, int]] = {}
+    done: dict[str, tuple[float, int]] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            entry = json.loads(line)
+            name, verb = loggers[entry["logger"]]
+            high = int(entry["positions"][-1])
+            at = datetime.fromisoformat(entry["time"]).timestamp()
+        except (ValueError, KeyError, TypeError):
+            continue
+        if not str(entry.get("message", "")).startswith(verb) or name in done:
+            continue
+        if name not in first:
+            first[name] = (at, high)
+        if high >= head:
+            done[name] = (at, high)
+    out = {}
+    for name in ("views", "relay"):
+        if name in first and name in done and done[name][0] > first[name][0]:
+            out[name] = CatchUp(head - first[name][1], done[name][0] - first[name][0], True)
     return out
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
@@ -147,6 +149,32 @@ async def loop_forever(name: str, step: Callable[[], Awaitable[int]], idle: floa
             await (asyncio.sleep(idle) if wait is None else wait(idle))
 
 
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An asyncio event loop running in a thread of its own (still this process)."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name=f"{name}-loop", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
 class Service:
     """``reserves serve``: HTTP API, consumers, relay, projections and the expiry timer, or the
     ``roles`` named (the HTTP API itself is served by the CLI when "api" is among them)."""
@@ -165,6 +193,8 @@ class Service:
                                {ERP_GROUP: ERP_EVENTS, COMMANDS_GROUP: COMMANDS},
                                MonitorSettings.from_env())
         self._tasks: list[asyncio.Task[None]] = []
+        self.relay_loop: LoopThread | None = None
+        self._relay_tasks: list[asyncio.Task[None]] = []
 
     async def start_background(self) -> None:
         s, core, roles = self.settings, self.core, self.roles
@@ -172,15 +202,12 @@ class Service:
             await ensure_topics(self.infra.bootstrap_servers, s.kafka_partitions,
                                 s.kafka_replication_factor)
         if "relay" in roles:
-            self.producer = AIOKafkaProducer(
-                bootstrap_servers=self.infra.bootstrap_servers, acks="all",
-                enable_idempotence=s.kafka_enable_idempotence, linger_ms=1,
-                max_batch_size=RELAY_BATCH_BYTES,
-            )
-            await self.producer.start()
-            self.relay = Relay(core.store, core.pool, self.producer,
-                               bootstrap_servers=self.infra.bootstrap_servers)
-            await self.relay.rewind_if_topic_lost()
+            # The relay runs on an event loop of its own, in its own thread: on the API's loop
+            # it waited behind every HTTP request's async work and fell thousands of events
+            # behind under load (and order.status with it). Its own thread gets the GIL in
+            # turn like any other.
+            self.relay_loop = LoopThread("relay")
+            await asyncio.wrap_future(self.relay_loop.submit(self._start_relay()))
         if "consumers" in roles:
             self.broker = KafkaBroker(self.infra.bootstrap_servers, logger=None,
                                       enable_idempotence=s.kafka_enable_idempotence,
@@ -195,22 +222,45 @@ class Service:
         if "projections" in roles:
             self._tasks.append(asyncio.create_task(loop_forever(
                 "projections", lambda: asyncio.to_thread(core.projector.run_once), IDLE_POLL_S)))
-        if self.relay is not None:
-            recorder: Any = core.store.recorder
-            listener = self.listener = StoreListener(core.pool, recorder.channel_name)
-            self._tasks.append(asyncio.create_task(listener.run()))
-            self._tasks.append(asyncio.create_task(
-                loop_forever("relay", self._relay_step(self.relay, listener),
-                             RELAY_FALLBACK_POLL_S, self._relay_wait(listener))))
-            relay = self.relay
-            self._tasks.append(asyncio.create_task(loop_forever(
-                "relay topic check", lambda: self._check_topics(relay), TOPIC_CHECK_S)))
         if "expiry" in roles:
             interval = max(0.2, min(5.0, s.request_ttl / 10))
             self._tasks.append(asyncio.create_task(loop_forever(
                 "expiry", lambda: asyncio.to_thread(expire_due, core.commands,
                                                     core.views.due_requests), interval)))
         self._tasks.append(asyncio.create_task(self.monitor.run()))
+
+    async def _start_relay(self) -> None:
+        """On the relay's own loop: its producer, the listener of the store's NOTIFY, the relay
+        and the topic check, as tasks of that loop."""
+        s, core = self.settings, self.core
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.infra.bootstrap_servers, acks="all",
+            enable_idempotence=s.kafka_enable_idempotence, linger_ms=1,
+            max_batch_size=RELAY_BATCH_BYTES,
+        )
+        await self.producer.start()
+        relay = self.relay = Relay(core.store, core.pool, self.producer,
+                                   bootstrap_servers=self.infra.bootstrap_servers)
+        await relay.rewind_if_topic_lost()
+        recorder: Any = core.store.recorder
+        listener = self.listener = StoreListener(core.pool, recorder.channel_name)
+        self._relay_tasks.append(asyncio.create_task(listener.run()))
+        self._relay_tasks.append(asyncio.create_task(
+            loop_forever("relay", self._relay_step(relay, listener),
+                         RELAY_FALLBACK_POLL_S, self._relay_wait(listener))))
+        self._relay_tasks.append(asyncio.create_task(loop_forever(
+            "relay topic check", lambda: self._check_topics(relay), TOPIC_CHECK_S)))
+
+    async def _stop_relay(self) -> None:
+        for task in self._relay_tasks:
+            task.cancel()
+        for task in self._relay_tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.relay is not None:
+            await self.relay.close()
+        if self.producer is not None:
+            await self.producer.stop()
 
     @staticmethod
     def _relay_wait(listener: StoreListener) -> Callable[[float], Awaitable[None]]:
@@ -254,10 +304,10 @@ class Service:
                 await task
         if self.broker is not None:
             await self.broker.stop()
-        if self.relay is not None:
-            await self.relay.close()
-        if self.producer is not None:
-            await self.producer.stop()
+        if self.relay_loop is not None:
+            await asyncio.wrap_future(self.relay_loop.submit(self._stop_relay()))
+            self.relay_loop.stop()
+            self.relay_loop = None
 
     def write_runtime_file(self) -> None:
         """Where a local tool (``make demo``) finds this running service."""
