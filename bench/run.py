@@ -336,7 +336,7 @@ class Bench:
             small = product.replay(env, log, seeded.events, within=s.stage_timeout)
             console.print(f"  replay of {small.events:,}: {small.events / small.seconds:,.0f} "
                           f"events/s, peak RSS {small.peak_rss_mb:.0f} MB summed over "
-                          f"{small.processes} processes (largest one {small.max_rss_mb:.0f} MB)")
+                          f"{small.processes} processes (ru_maxrss {small.max_rss_mb:.0f} MB)")
             more = math.ceil(s.replay_events / per_slot) - small_slots
             bigger = seeder.seed(self.run_id, small_slots, more, given_every=2,
                                  keep_slots=False)
@@ -358,10 +358,11 @@ class Bench:
         console.print(f"  replay of {full.events:,}: {full.seconds:.1f} s "
                       f"({full.wall_seconds:.1f} s with process start-up), "
                       f"peak RSS {full.peak_rss_mb:.0f} MB summed over {full.processes} "
-                      f"processes (largest one {full.max_rss_mb:.0f} MB)")
+                      f"processes (ru_maxrss {full.max_rss_mb:.0f} MB)")
         r.note(f"replay peak RSS is the peak of the summed RSS of the replay's "
                f"{full.processes} processes, sampled every 50 ms; ru_maxrss (the largest "
-               f"single process): {full.max_rss_mb:.0f} MB at {full.events:,} events, "
+               f"single process, and it counts this harness's memory mapped between fork and "
+               f"exec): {full.max_rss_mb:.0f} MB at {full.events:,} events, "
                f"{small.max_rss_mb:.0f} MB at {small.events:,}; wall time with process "
                f"start-up {full.wall_seconds:.1f} s")
         r.add("replay_throughput", full.events / full.seconds, "events/s", floor.per_second)
