@@ -99,7 +99,7 @@ class GroupWriter:
             thread.join(timeout=30)
 
     def _start(self) -> None:
-        if self._thread is not None:
+        if self._thread is not None and not self._closed:
             return
         with self._lock:
             if self._closed:

@@ -161,3 +161,11 @@ def test_concurrent_gives_are_grouped_and_each_answered(core: Core) -> None:
     for owner, requester, _ in pairs:
         assert core.store.get_order(owner).held(WAREHOUSE, SKU) == 0
         assert core.store.get_order(requester).held(WAREHOUSE, SKU) == 10
+
+
+def test_a_closed_writer_refuses_saves_instead_of_leaving_them_waiting(core: Core) -> None:
+    recorder = core.store.reserves_recorder
+    assert recorder.writer.submit(Save([_event(uuid4(), 1)]))  # its thread is running
+    recorder.writer.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        recorder.writer.submit(Save([_event(uuid4(), 1)]))
