@@ -31,6 +31,7 @@ pytestmark = pytest.mark.integration
 ROUNDS = 2
 SETTLE_S = 12.0  # a re-join (~3 s) plus a rebalance (~8 s) on Tansu
 DEADLINE_S = 20.0
+WATCHDOG_STALL_S = 8.0
 
 
 class RecordingCommands:
@@ -98,6 +99,11 @@ async def test_command_consumers_carry_on_after_kill_9_and_an_empty_restart(
     register_consumers(broker, erp=None, commands=handler,  # type: ignore[arg-type]
                        managers=frozenset({"ivanov"}), session_timeout_ms=6000)
     await broker.start()
+    # as `reserves serve` runs its consumers: with the watchdog, which restarts a subscriber
+    # that stopped moving (aiokafka on Tansu sometimes stays stalled after an empty restart;
+    # the watchdog's stall time is shortened here, 30 s in the service)
+    watchdog = asyncio.create_task(
+        ConsumerWatchdog(broker, stall_s=WATCHDOG_STALL_S, check_s=0.5).run())
     sent: list[tuple[str, float]] = []
     stop = asyncio.Event()
     pump = asyncio.create_task(_pump(bootstrap, sent, stop))
@@ -114,12 +120,15 @@ async def test_command_consumers_carry_on_after_kill_9_and_an_empty_restart(
             late = [c for c, t in sent if t > settled]
             assert late, f"round {round_}: no command could be sent after the restart"
             handled = await _until(lambda cs=late: all(c in handler.seen for c in cs),
-                                   DEADLINE_S)
+                                   DEADLINE_S + WATCHDOG_STALL_S + SETTLE_S)
             missing = [c for c in late if c not in handler.seen]
             assert handled, (f"round {round_}: {len(missing)} of {len(late)} commands sent after "
                              f"the restart were never handled: {missing[:5]}")
     finally:
         stop.set()
+        watchdog.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await watchdog
         with contextlib.suppress(Exception):
             await pump
         await broker.stop()
