@@ -152,6 +152,15 @@ async def loop_forever(name: str, step: Callable[[], Awaitable[int]], idle: floa
 T = TypeVar("T")
 
 
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancels the tasks and waits until each has ended."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class LoopThread:
     """An asyncio event loop running in a thread of its own (still this process)."""
 
@@ -252,11 +261,7 @@ class Service:
             "relay topic check", lambda: self._check_topics(relay), TOPIC_CHECK_S)))
 
     async def _stop_relay(self) -> None:
-        for task in self._relay_tasks:
-            task.cancel()
-        for task in self._relay_tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._relay_tasks)
         if self.relay is not None:
             await self.relay.close()
         if self.producer is not None:
@@ -297,11 +302,7 @@ class Service:
         return 0
 
     async def stop_background(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         if self.broker is not None:
             await self.broker.stop()
         if self.relay_loop is not None:
