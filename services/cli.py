@@ -121,8 +121,11 @@ def parse_roles(raw: str) -> frozenset[str]:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(settings, args.roles))
+    from services.runtime import event_loop_factory
+
+    with (contextlib.suppress(KeyboardInterrupt),
+          asyncio.Runner(loop_factory=event_loop_factory()) as runner):
+        runner.run(_serve(settings, args.roles))
     return 0
 
 

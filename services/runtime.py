@@ -7,8 +7,9 @@ import concurrent.futures
 import contextlib
 import json
 import logging
+import os
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -32,7 +33,7 @@ from services.consumer_watchdog import ConsumerWatchdog
 from services.embedded import EmbeddedBroker, EmbeddedPostgres
 from services.eventstore import ReserveStore, postgres_env
 from services.observability import Monitor, MonitorSettings
-from services.settings import ROLES, Settings
+from services.settings import ROLES, Settings, SettingsError
 from services.topics import COMMANDS, ERP_EVENTS, ensure_topics
 from services.tracing import CorrelationMiddleware
 
@@ -161,11 +162,30 @@ async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
             await task
 
 
+EVENT_LOOPS = ("uvloop", "asyncio")
+
+
+def event_loop_factory(env: Mapping[str, str] | None = None
+                       ) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop ``reserves serve`` runs on, from ``RESERVES_EVENT_LOOP``: uvloop by
+    default (its HTTP and socket handling costs less of the one interpreter that serves
+    everything), or the standard library's ``asyncio``."""
+    name = (env if env is not None else os.environ).get("RESERVES_EVENT_LOOP") or "uvloop"
+    if name not in EVENT_LOOPS:
+        raise SettingsError(f"RESERVES_EVENT_LOOP must be one of {', '.join(EVENT_LOOPS)}; "
+                         f"not {name!r}")
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
 class LoopThread:
     """An asyncio event loop running in a thread of its own (still this process)."""
 
     def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = event_loop_factory()()
         self.thread = threading.Thread(target=self._run, name=f"{name}-loop", daemon=True)
         self.thread.start()
 
