@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -169,11 +170,12 @@ def event_loop_factory(env: Mapping[str, str] | None = None
                        ) -> Callable[[], asyncio.AbstractEventLoop]:
     """The event loop ``reserves serve`` runs on, from ``RESERVES_EVENT_LOOP``: uvloop by
     default (its HTTP and socket handling costs less of the one interpreter that serves
-    everything), or the standard library's ``asyncio``."""
-    name = (env if env is not None else os.environ).get("RESERVES_EVENT_LOOP") or "uvloop"
+    everything; it does not exist on Windows), or the standard library's ``asyncio``."""
+    default = "asyncio" if sys.platform == "win32" else "uvloop"
+    name = (env if env is not None else os.environ).get("RESERVES_EVENT_LOOP") or default
     if name not in EVENT_LOOPS:
         raise SettingsError(f"RESERVES_EVENT_LOOP must be one of {', '.join(EVENT_LOOPS)}; "
-                         f"not {name!r}")
+                            f"not {name!r}")
     if name == "uvloop":
         import uvloop
 
