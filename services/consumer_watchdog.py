@@ -6,6 +6,8 @@ not reproduce it, so the cause is not known. aiokafka's ``getone()`` waits witho
 and it raises the coordinator's failure only when called, so a consumer whose background
 routines ended, or which stays behind without moving, would otherwise wait forever. This
 watchdog notices both and restarts the subscriber (a new aiokafka consumer, a new group join).
+It also rewinds a partition positioned past the log's end, which Tansu leaves waiting where
+Apache Kafka would reset it, and restarts a subscriber whose group join never completes.
 """
 
 from __future__ import annotations
@@ -36,6 +38,36 @@ def _dead_routine(consumer: Any) -> str | None:
     return None
 
 
+async def _beyond_log_end(consumer: Any) -> list[Any]:
+    """Assigned partitions whose position lies past the broker's high watermark (as its last
+    fetch answer gave it; ``end_offsets`` undercounts on Tansu, the high watermark does not).
+
+    That is a log the broker lost under the consumer: a broker restarted empty, and the
+    position kept from before (or committed to the new broker from before). Apache Kafka
+    answers such a fetch with OFFSET_OUT_OF_RANGE and the consumer resets to the earliest
+    offset; Tansu answers with no records, so the consumer would wait there, then skip every
+    record below its position once the new log grew past it."""
+    beyond = []
+    for tp in list(consumer.assignment()):
+        try:
+            high = consumer.highwater(tp)
+            if high is not None and await consumer.position(tp) > high:
+                beyond.append(tp)
+        except Exception as e:  # reassigned meanwhile: the next check sees the new state
+            log.debug("consumer watchdog: no position for %s: %s", tp, e)
+    return beyond
+
+
+def _joining(consumer: Any) -> bool:
+    """Whether the consumer holds no partitions because its group (re)join has not completed
+    (a member that joined and was given none is not joining)."""
+    try:
+        in_progress = bool(consumer._subscription.reassignment_in_progress)
+    except AttributeError:  # not subscribed to topics (a manual assignment, or stopped)
+        return False
+    return in_progress and not consumer.assignment()
+
+
 @dataclass
 class _Progress:
     positions: dict[Any, int] = field(default_factory=dict)
@@ -54,10 +86,12 @@ async def _lagging_positions(consumer: Any) -> dict[Any, int] | None:
 
 
 class ConsumerWatchdog:
-    """``run()`` checks every ``CHECK_S`` each subscriber of ``broker``; a subscriber is
-    restarted when its consumer's background routine ended, no consume task runs, or, with no
-    message in its handler, it has assigned partitions with messages left and no position moved
-    (or could be read) for ``stall_s``."""
+    """``run()`` checks every ``CHECK_S`` each subscriber of ``broker``. Partitions positioned
+    past the log's end are read again from the beginning. A subscriber is restarted when its
+    consumer's background routine ended, no consume task runs, its group join has not
+    completed for ``stall_s`` (no partitions meanwhile), or, with no message in its handler,
+    it has assigned partitions with messages left and no position moved (or could be read)
+    for ``stall_s``."""
 
     def __init__(self, broker: KafkaBroker, *, stall_s: float = STALL_S,
                  check_s: float = CHECK_S) -> None:
@@ -65,13 +99,16 @@ class ConsumerWatchdog:
         self.stall_s = stall_s
         self.check_s = check_s
         self.restarts = 0
+        self.rewinds = 0
         self._progress: dict[int, _Progress] = {}
+        self._joining_since: dict[int, float] = {}
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.check_s)
             for subscriber in list(self.broker.subscribers):
                 try:
+                    await self._rewind_if_beyond_log_end(subscriber)
                     reason = await self._stalled(subscriber)
                     if reason is not None:
                         await self._restart(subscriber, reason)
@@ -79,6 +116,21 @@ class ConsumerWatchdog:
                     raise
                 except Exception as e:
                     log.warning("consumer watchdog: check failed: %s: %s", type(e).__name__, e)
+
+    async def _rewind_if_beyond_log_end(self, subscriber: Any) -> None:
+        """Does what Kafka's ``auto_offset_reset="earliest"`` does on an offset out of range:
+        partitions positioned past the log's end start again from its beginning (a record
+        handled twice is a duplicate, which every handler here recognises by its id)."""
+        consumer = getattr(subscriber, "consumer", None)
+        if consumer is None or not getattr(subscriber, "running", False):
+            return
+        beyond = await asyncio.wait_for(_beyond_log_end(consumer), PROBE_TIMEOUT_S)
+        if beyond:
+            log.warning("consumer watchdog: %s positioned past the log's end (the broker lost "
+                        "its log); reading them from the beginning",
+                        ", ".join(f"{tp.topic}/{tp.partition}" for tp in beyond))
+            await consumer.seek_to_beginning(*beyond)
+            self.rewinds += 1
 
     async def _stalled(self, subscriber: Any) -> str | None:
         consumer = getattr(subscriber, "consumer", None)
@@ -89,6 +141,15 @@ class ConsumerWatchdog:
         tasks = getattr(subscriber, "tasks", None) or []
         if all(t.done() for t in tasks):
             return "it has no consume task running"
+        now = time.monotonic()
+        if _joining(consumer):
+            # Seen after an empty broker restart: "member_id was not recognized; re-joining",
+            # then no join ever completed, and with no partitions nothing looks behind.
+            since = self._joining_since.setdefault(id(subscriber), now)
+            if now - since >= self.stall_s:
+                return f"its group join has not completed for {now - since:.0f} s"
+            return None
+        self._joining_since.pop(id(subscriber), None)
         progress = self._progress.setdefault(id(subscriber), _Progress())
         try:
             lagging = await asyncio.wait_for(_lagging_positions(consumer), PROBE_TIMEOUT_S)
@@ -109,6 +170,7 @@ class ConsumerWatchdog:
         log.warning("consumer watchdog: restarting the %s subscriber: %s",
                     ",".join(subscriber.topic_names), reason)
         self._progress.pop(id(subscriber), None)
+        self._joining_since.pop(id(subscriber), None)
         await subscriber.stop()
         await subscriber.start()
         self.restarts += 1

@@ -175,3 +175,47 @@ async def test_the_watchdog_restarts_a_subscriber_whose_consumer_stopped_fetchin
         await producer.stop()
         await broker.stop()
         embedded.stop()
+
+
+async def test_the_watchdog_rewinds_a_subscriber_positioned_past_the_log_end(
+        traversable_tmp: Path) -> None:
+    """A position past the log's end (kept from before a broker lost its log) gets no records
+    from Tansu and no OFFSET_OUT_OF_RANGE either: without the watchdog the subscriber waits
+    there, then skips what lies below. With it, the partition is read from its beginning."""
+    embedded = EmbeddedBroker(traversable_tmp, port=free_port())
+    bootstrap = embedded.start()
+    await ensure_topics(bootstrap, 1, 1)
+    handler = RecordingCommands()
+    broker = KafkaBroker(bootstrap, logger=None, metadata_max_age_ms=METADATA_MAX_AGE_MS)
+    register_consumers(broker, erp=None, commands=handler,  # type: ignore[arg-type]
+                       managers=frozenset({"ivanov"}), session_timeout_ms=6000)
+    await broker.start()
+    watchdog = ConsumerWatchdog(broker, stall_s=60, check_s=0.5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    task = None
+    try:
+        await producer.send_and_wait(COMMANDS, _command("first"), key=b"first")
+        assert await _until(lambda: "first" in handler.seen, DEADLINE_S)
+        subscriber: Any = next(s for s in broker.subscribers
+                               if COMMANDS in getattr(s, "topic_names", ()))
+        (tp,) = subscriber.consumer.assignment()
+        subscriber.consumer.seek(tp, 1000)  # as a position kept from a log the broker lost
+        ids = [f"after-{n}" for n in range(5)]
+        for command_id in ids:
+            await producer.send_and_wait(COMMANDS, _command(command_id), key=command_id.encode())
+        # the stuck state is real: nothing sent after the seek is handled without the watchdog
+        assert not await _until(lambda: any(c in handler.seen for c in ids), 3)
+        task = asyncio.create_task(watchdog.run())
+        assert await _until(lambda: all(c in handler.seen for c in ids), DEADLINE_S), \
+            "the subscriber past the log's end was not rewound"
+        assert watchdog.rewinds >= 1
+        assert watchdog.restarts == 0  # rewound in place, not restarted
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await producer.stop()
+        await broker.stop()
+        embedded.stop()
