@@ -11,6 +11,8 @@ import contextlib
 import json
 import random
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -135,46 +137,72 @@ async def test_command_consumers_carry_on_after_kill_9_and_an_empty_restart(
         embedded.stop()
 
 
-async def test_the_watchdog_restarts_a_subscriber_whose_consumer_stopped_fetching(
-        traversable_tmp: Path) -> None:
-    """aiokafka's ``getone()`` waits without a deadline: with its fetch routine gone (as if it
-    had died) the subscriber would wait forever. The watchdog restarts it."""
-    embedded = EmbeddedBroker(traversable_tmp, port=free_port())
+@dataclass
+class Handled:
+    """The service's command subscriber on a broker of its own, one command already handled."""
+
+    handler: RecordingCommands
+    broker: KafkaBroker
+    producer: AIOKafkaProducer
+    subscriber: Any
+
+    async def send(self, ids: list[str]) -> None:
+        for command_id in ids:
+            await self.producer.send_and_wait(COMMANDS, _command(command_id),
+                                              key=command_id.encode())
+
+
+@contextlib.asynccontextmanager
+async def _handled_one(tmp: Path, partitions: int) -> AsyncIterator[Handled]:
+    embedded = EmbeddedBroker(tmp, port=free_port())
     bootstrap = embedded.start()
-    await ensure_topics(bootstrap, 3, 1)
+    await ensure_topics(bootstrap, partitions, 1)
     handler = RecordingCommands()
     broker = KafkaBroker(bootstrap, logger=None, metadata_max_age_ms=METADATA_MAX_AGE_MS)
     register_consumers(broker, erp=None, commands=handler,  # type: ignore[arg-type]
                        managers=frozenset({"ivanov"}), session_timeout_ms=6000)
     await broker.start()
-    watchdog = ConsumerWatchdog(broker, stall_s=3, check_s=0.5)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
-    task = None
     try:
         await producer.send_and_wait(COMMANDS, _command("first"), key=b"first")
         assert await _until(lambda: "first" in handler.seen, DEADLINE_S)
-        subscriber: Any = next(s for s in broker.subscribers
-                               if COMMANDS in getattr(s, "topic_names", ()))
-        fetch_task = subscriber.consumer._fetcher._fetch_task
-        fetch_task.cancel()  # the consumer now hangs in getone(), as a dead routine leaves it
-        with contextlib.suppress(asyncio.CancelledError):
-            await fetch_task
-        task = asyncio.create_task(watchdog.run())
-        ids = [f"after-{n}" for n in range(5)]
-        for command_id in ids:
-            await producer.send_and_wait(COMMANDS, _command(command_id), key=command_id.encode())
-        assert await _until(lambda: all(c in handler.seen for c in ids), DEADLINE_S), \
-            "the stalled subscriber was not restarted"
-        assert watchdog.restarts >= 1
+        subscriber = next(s for s in broker.subscribers
+                          if COMMANDS in getattr(s, "topic_names", ()))
+        yield Handled(handler, broker, producer, subscriber)
     finally:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         await producer.stop()
         await broker.stop()
         embedded.stop()
+
+
+@contextlib.asynccontextmanager
+async def _watching(watchdog: ConsumerWatchdog) -> AsyncIterator[None]:
+    task = asyncio.create_task(watchdog.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_the_watchdog_restarts_a_subscriber_whose_consumer_stopped_fetching(
+        traversable_tmp: Path) -> None:
+    """aiokafka's ``getone()`` waits without a deadline: with its fetch routine gone (as if it
+    had died) the subscriber would wait forever. The watchdog restarts it."""
+    async with _handled_one(traversable_tmp, 3) as one:
+        watchdog = ConsumerWatchdog(one.broker, stall_s=3, check_s=0.5)
+        fetch_task = one.subscriber.consumer._fetcher._fetch_task
+        fetch_task.cancel()  # the consumer now hangs in getone(), as a dead routine leaves it
+        with contextlib.suppress(asyncio.CancelledError):
+            await fetch_task
+        async with _watching(watchdog):
+            ids = [f"after-{n}" for n in range(5)]
+            await one.send(ids)
+            assert await _until(lambda: all(c in one.handler.seen for c in ids), DEADLINE_S), \
+                "the stalled subscriber was not restarted"
+        assert watchdog.restarts >= 1
 
 
 async def test_the_watchdog_rewinds_a_subscriber_positioned_past_the_log_end(
@@ -182,40 +210,16 @@ async def test_the_watchdog_rewinds_a_subscriber_positioned_past_the_log_end(
     """A position past the log's end (kept from before a broker lost its log) gets no records
     from Tansu and no OFFSET_OUT_OF_RANGE either: without the watchdog the subscriber waits
     there, then skips what lies below. With it, the partition is read from its beginning."""
-    embedded = EmbeddedBroker(traversable_tmp, port=free_port())
-    bootstrap = embedded.start()
-    await ensure_topics(bootstrap, 1, 1)
-    handler = RecordingCommands()
-    broker = KafkaBroker(bootstrap, logger=None, metadata_max_age_ms=METADATA_MAX_AGE_MS)
-    register_consumers(broker, erp=None, commands=handler,  # type: ignore[arg-type]
-                       managers=frozenset({"ivanov"}), session_timeout_ms=6000)
-    await broker.start()
-    watchdog = ConsumerWatchdog(broker, stall_s=60, check_s=0.5)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    task = None
-    try:
-        await producer.send_and_wait(COMMANDS, _command("first"), key=b"first")
-        assert await _until(lambda: "first" in handler.seen, DEADLINE_S)
-        subscriber: Any = next(s for s in broker.subscribers
-                               if COMMANDS in getattr(s, "topic_names", ()))
-        (tp,) = subscriber.consumer.assignment()
-        subscriber.consumer.seek(tp, 1000)  # as a position kept from a log the broker lost
+    async with _handled_one(traversable_tmp, 1) as one:
+        watchdog = ConsumerWatchdog(one.broker, stall_s=60, check_s=0.5)
+        (tp,) = one.subscriber.consumer.assignment()
+        one.subscriber.consumer.seek(tp, 1000)  # as a position kept from a log the broker lost
         ids = [f"after-{n}" for n in range(5)]
-        for command_id in ids:
-            await producer.send_and_wait(COMMANDS, _command(command_id), key=command_id.encode())
+        await one.send(ids)
         # the stuck state is real: nothing sent after the seek is handled without the watchdog
-        assert not await _until(lambda: any(c in handler.seen for c in ids), 3)
-        task = asyncio.create_task(watchdog.run())
-        assert await _until(lambda: all(c in handler.seen for c in ids), DEADLINE_S), \
-            "the subscriber past the log's end was not rewound"
+        assert not await _until(lambda: any(c in one.handler.seen for c in ids), 3)
+        async with _watching(watchdog):
+            assert await _until(lambda: all(c in one.handler.seen for c in ids), DEADLINE_S), \
+                "the subscriber past the log's end was not rewound"
         assert watchdog.rewinds >= 1
         assert watchdog.restarts == 0  # rewound in place, not restarted
-    finally:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await producer.stop()
-        await broker.stop()
-        embedded.stop()
