@@ -143,8 +143,8 @@ class ConsumerWatchdog:
             return "it has no consume task running"
         now = time.monotonic()
         if _joining(consumer):
-            # Seen after an empty broker restart: "member_id was not recognized; re-joining",
-            # then no join ever completed, and with no partitions nothing looks behind.
+            # A consumer whose re-join after an empty broker restart never completes holds no
+            # partitions, so nothing looks behind below: the join itself is timed here.
             since = self._joining_since.setdefault(id(subscriber), now)
             if now - since >= self.stall_s:
                 return f"its group join has not completed for {now - since:.0f} s"
