@@ -124,7 +124,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from services.runtime import event_loop_factory
 
     with (contextlib.suppress(KeyboardInterrupt),
-          asyncio.Runner(loop_factory=event_loop_factory()) as runner):
+          asyncio.Runner(loop_factory=event_loop_factory(settings.event_loop)) as runner):
         runner.run(_serve(settings, args.roles))
     return 0
 

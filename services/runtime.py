@@ -7,10 +7,8 @@ import concurrent.futures
 import contextlib
 import json
 import logging
-import os
-import sys
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -34,7 +32,7 @@ from services.consumer_watchdog import ConsumerWatchdog
 from services.embedded import EmbeddedBroker, EmbeddedPostgres
 from services.eventstore import ReserveStore, postgres_env
 from services.observability import Monitor, MonitorSettings
-from services.settings import ROLES, Settings, SettingsError
+from services.settings import ROLES, EventLoop, Settings
 from services.topics import COMMANDS, ERP_EVENTS, ensure_topics
 from services.tracing import CorrelationMiddleware
 
@@ -163,19 +161,8 @@ async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
             await task
 
 
-EVENT_LOOPS = ("uvloop", "asyncio")
-
-
-def event_loop_factory(env: Mapping[str, str] | None = None
-                       ) -> Callable[[], asyncio.AbstractEventLoop]:
-    """The event loop ``reserves serve`` runs on, from ``RESERVES_EVENT_LOOP``: uvloop by
-    default (its HTTP and socket handling costs less of the one interpreter that serves
-    everything; it does not exist on Windows), or the standard library's ``asyncio``."""
-    default = "asyncio" if sys.platform == "win32" else "uvloop"
-    name = (env if env is not None else os.environ).get("RESERVES_EVENT_LOOP") or default
-    if name not in EVENT_LOOPS:
-        raise SettingsError(f"RESERVES_EVENT_LOOP must be one of {', '.join(EVENT_LOOPS)}; "
-                            f"not {name!r}")
+def event_loop_factory(name: EventLoop) -> Callable[[], asyncio.AbstractEventLoop]:
+    """A new event loop of the kind ``Settings.event_loop`` names."""
     if name == "uvloop":
         import uvloop
 
@@ -186,8 +173,10 @@ def event_loop_factory(env: Mapping[str, str] | None = None
 class LoopThread:
     """An asyncio event loop running in a thread of its own (still this process)."""
 
-    def __init__(self, name: str) -> None:
-        self.loop = event_loop_factory()()
+    def __init__(self, name: str,
+                 new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+                 ) -> None:
+        self.loop = new_loop()
         self.thread = threading.Thread(target=self._run, name=f"{name}-loop", daemon=True)
         self.thread.start()
 
@@ -237,7 +226,7 @@ class Service:
             # it waited behind every HTTP request's async work and fell thousands of events
             # behind under load (and order.status with it). Its own thread gets the GIL in
             # turn like any other.
-            self.relay_loop = LoopThread("relay")
+            self.relay_loop = LoopThread("relay", event_loop_factory(s.event_loop))
             await asyncio.wrap_future(self.relay_loop.submit(self._start_relay()))
         if "consumers" in roles:
             self.broker = KafkaBroker(self.infra.bootstrap_servers, logger=None,

@@ -3,42 +3,48 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 import uvloop
 
 from services.cli import main
 from services.runtime import LoopThread, event_loop_factory
-from services.settings import SettingsError
+from services.settings import EventLoop, SettingsError, load_settings
+
+TOKENS = {"RESERVES_API_TOKENS": "ivanov=t-ivanov", "RESERVES_ERP_TOKENS": "t-erp"}
 
 
-def _loop_type(env: dict[str, str]) -> type:
-    loop = event_loop_factory(env)()
+def _chosen(tmp_path: Path, **values: str) -> EventLoop:
+    return load_settings({"RESERVES_VAR_DIR": str(tmp_path), **TOKENS, **values}).event_loop
+
+
+def _loop_type(name: EventLoop) -> type:
+    loop = event_loop_factory(name)()
     try:
         return type(loop)
     finally:
         loop.close()
 
 
-def test_uvloop_by_default() -> None:
-    assert issubclass(_loop_type({}), uvloop.Loop)
-    assert issubclass(_loop_type({"RESERVES_EVENT_LOOP": ""}), uvloop.Loop)
+def test_uvloop_by_default(tmp_path: Path) -> None:
+    assert issubclass(_loop_type(_chosen(tmp_path)), uvloop.Loop)
+    assert issubclass(_loop_type(_chosen(tmp_path, RESERVES_EVENT_LOOP="")), uvloop.Loop)
 
 
-def test_the_standard_loop_when_asked() -> None:
-    loop_type = _loop_type({"RESERVES_EVENT_LOOP": "asyncio"})
+def test_the_standard_loop_when_asked(tmp_path: Path) -> None:
+    loop_type = _loop_type(_chosen(tmp_path, RESERVES_EVENT_LOOP="asyncio"))
     assert not issubclass(loop_type, uvloop.Loop)
     assert issubclass(loop_type, asyncio.BaseEventLoop)
 
 
-def test_an_unknown_loop_is_a_configuration_error() -> None:
+def test_an_unknown_loop_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="RESERVES_EVENT_LOOP must be one of uvloop, asyncio"):
-        event_loop_factory({"RESERVES_EVENT_LOOP": "trio"})
+        _chosen(tmp_path, RESERVES_EVENT_LOOP="trio")
 
 
-def test_the_relay_loop_thread_runs_on_the_chosen_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RESERVES_EVENT_LOOP", "uvloop")
-    thread = LoopThread("test")
+def test_the_relay_loop_thread_runs_on_the_chosen_loop() -> None:
+    thread = LoopThread("test", event_loop_factory("uvloop"))
     try:
         async def running() -> object:
             return asyncio.get_running_loop()
@@ -52,5 +58,5 @@ def test_serve_refuses_an_unknown_loop_before_starting_anything(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("RESERVES_EVENT_LOOP", "trio")
     assert main(["serve"]) == 2
-    err = capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
     assert "RESERVES_EVENT_LOOP must be one of uvloop, asyncio; not 'trio'" in err
