@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -72,7 +71,7 @@ async def _until_stopped() -> None:
 async def _serve(settings: Settings, roles: frozenset[str]) -> None:
     # Threads that waited on PostgreSQL take the GIL back sooner (5 ms by default): a give
     # makes a few round trips, each ending in such a wait, while other threads compute.
-    sys.setswitchinterval(float(os.environ.get("RESERVES_SWITCH_INTERVAL_S", "0.0005")))
+    sys.setswitchinterval(settings.switch_interval_s)
     from handlers.http_api import create_http_app
     from services.runtime import BROKER_ROLES, Infrastructure, Service
 

@@ -1,4 +1,5 @@
-"""``RESERVES_EVENT_LOOP``: which event loop ``reserves serve`` runs on."""
+"""``RESERVES_EVENT_LOOP``: which event loop ``reserves serve`` runs on (and, refused the same
+way when malformed, ``RESERVES_SWITCH_INTERVAL_S``)."""
 
 from __future__ import annotations
 
@@ -54,9 +55,16 @@ def test_the_relay_loop_thread_runs_on_the_chosen_loop() -> None:
         thread.stop()
 
 
-def test_serve_refuses_an_unknown_loop_before_starting_anything(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("RESERVES_EVENT_LOOP", "trio")
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("RESERVES_EVENT_LOOP", "trio",
+     "RESERVES_EVENT_LOOP must be one of uvloop, asyncio; not 'trio'"),
+    ("RESERVES_SWITCH_INTERVAL_S", "fast",
+     "RESERVES_SWITCH_INTERVAL_S must be seconds, not 'fast'"),
+])
+def test_serve_refuses_a_bad_loop_setting_before_starting_anything(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        variable: str, value: str, message: str) -> None:
+    monkeypatch.setenv(variable, value)
     assert main(["serve"]) == 2
     err = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
-    assert "RESERVES_EVENT_LOOP must be one of uvloop, asyncio; not 'trio'" in err
+    assert message in err

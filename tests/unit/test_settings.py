@@ -136,6 +136,23 @@ def test_a_request_ttl_that_is_not_a_finite_number_is_refused_naming_the_variabl
         load(tmp_path, RESERVE_REQUEST_TTL=raw, **EXPLICIT_TOKENS)
 
 
+def test_the_gil_switch_interval_is_half_a_millisecond_by_default(tmp_path: Path) -> None:
+    assert load(tmp_path, **EXPLICIT_TOKENS).switch_interval_s == 0.0005
+
+
+def test_the_gil_switch_interval_is_taken_from_the_environment(tmp_path: Path) -> None:
+    settings = load(tmp_path, RESERVES_SWITCH_INTERVAL_S="0.005", **EXPLICIT_TOKENS)
+    assert settings.switch_interval_s == 0.005
+
+
+@pytest.mark.parametrize("raw", ["0", "-0.001", "fast", "nan", "inf", "2"])
+def test_a_gil_switch_interval_that_is_not_seconds_up_to_one_is_refused_naming_the_variable(
+    tmp_path: Path, raw: str
+) -> None:
+    with pytest.raises(SettingsError, match="RESERVES_SWITCH_INTERVAL_S"):
+        load(tmp_path, RESERVES_SWITCH_INTERVAL_S=raw, **EXPLICIT_TOKENS)
+
+
 # -- the development default --------------------------------------------------------------------
 
 def test_without_tokens_development_tokens_are_generated_into_var(tmp_path: Path) -> None:
