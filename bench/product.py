@@ -288,8 +288,20 @@ async def closed_loop_gives(base_url: str, owner_token: str, supply: Iterator[Sl
 @dataclass
 class E2ERun:
     gives: GiveRun
-    latencies: list[float]  # seconds from the HTTP answer to the order.status message
+    # per give whose message arrived: (seconds from the run's start to its HTTP answer,
+    # seconds from that answer to the order.status message), in the order answered
+    samples: list[tuple[float, float]]
     missing: int
+
+    @property
+    def latencies(self) -> list[float]:
+        return [latency for _, latency in self.samples]
+
+    def latencies_answered_within(self, start: float, end: float) -> list[float]:
+        """The latencies of the gives answered from ``start`` to ``end`` (seconds into the run):
+        the broker's share of e2e grows as the run writes record batches (docs/performance.md,
+        "The broker's share of e2e"), which the first and last seconds of a run show."""
+        return [latency for at, latency in self.samples if start <= at < end]
 
 
 async def e2e_gives(base_url: str, owner_token: str, bootstrap: str, supply: Iterator[Slot],
@@ -347,8 +359,8 @@ async def e2e_gives(base_url: str, owner_token: str, bootstrap: str, supply: Ite
         await consuming
     finally:
         await consumer.stop()
-    latencies = [arrived[o] - t for o, t in run.answered_at.items() if o in arrived]
-    return E2ERun(run, latencies, len(run.answered_at) - len(latencies))
+    samples = [(t - started, arrived[o] - t) for o, t in run.answered_at.items() if o in arrived]
+    return E2ERun(run, samples, len(run.answered_at) - len(samples))
 
 
 # -- ERP facts through erp.events --------------------------------------------------------------

@@ -90,6 +90,10 @@ class Results:
         console.print(f"  [yellow]note:[/] {text}")
 
 
+# e2e is also reported over the first and the last this many seconds of its run (no target)
+E2E_WINDOW_S = 5.0
+
+
 def ms(samples: list[float]) -> dict[str, float]:
     return {k: v * 1000 for k, v in percentiles(samples).items()}
 
@@ -212,7 +216,8 @@ class Bench:
         produce = asyncio.run(baselines.kafka_produce_rate(self.infra.bootstrap_servers,
                                                            message_bytes, seeded.events))
         console.print(f"  raw produce: {produce:,.0f} msgs/s of {message_bytes} B")
-        serve = product.Serve(self.env(url, "relay"), self.infra.scratch / "relay.log")
+        serve = product.Serve(self.env(url, "relay"), self.infra.scratch / "relay.log",
+                              split=self.split_roles)
         serve.start()
         try:
             spy = None
@@ -297,6 +302,12 @@ class Bench:
             r.latencies_ms[f"e2e at {s.e2e_rate:g}/s{label}"] = lat
             r.add(f"{name}_p99_ms", lat["p99"], "ms", r.rtt_ms.get("p99"))
             r.add(f"{name}_p50_ms", lat["p50"], "ms", r.rtt_ms.get("p50"))
+            if run.gives.seconds >= 2 * E2E_WINDOW_S:  # no target: where in the run the tail is
+                for part, start in (("first", 0.0), ("last", run.gives.seconds - E2E_WINDOW_S)):
+                    within = run.latencies_answered_within(start, start + E2E_WINDOW_S + 1e-9)
+                    if within:
+                        r.add(f"{name}_{part}_{E2E_WINDOW_S:g}s_p99_ms", ms(within)["p99"], "ms",
+                              r.rtt_ms.get("p99"))
         product.wait_caught_up(url, timeout=s.stage_timeout)
 
     def ingest(self, url: str, serve: product.Serve, batched: float) -> None:

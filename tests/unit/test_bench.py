@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench.product import E2ERun, GiveRun
 from bench.run import FULL, QUICK
 from bench.seed import EVENTS_PER_GIVEN_SLOT, EVENTS_PER_SLOT, slots
 from bench.stats import (
@@ -190,3 +191,12 @@ def test_profile_summary_counts_self_and_inclusive_samples() -> None:
     assert summarise(lines, under="encode").total == 3
     assert frame_name("f (/x/y/z.py:1)") == "f (y/z.py)"
     assert "66.7%  wait (psycopg/connection.py)" in render(summary, 5)
+
+
+def test_an_e2e_runs_latencies_are_picked_by_when_the_give_was_answered() -> None:
+    run = E2ERun(GiveRun(concurrency=0), [(0.5, 0.004), (4.9, 0.006), (5.0, 0.030),
+                                          (19.0, 0.050)], missing=0)
+    assert run.latencies == [0.004, 0.006, 0.030, 0.050]
+    assert run.latencies_answered_within(0.0, 5.0) == [0.004, 0.006]
+    assert run.latencies_answered_within(15.0, 20.0) == [0.050]
+    assert run.latencies_answered_within(20.0, 25.0) == []
