@@ -39,9 +39,12 @@ from services.tracing import CorrelationMiddleware
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.02
-# The relay is woken by the store's NOTIFY; it still polls this often in case one is missed
-# (and every IDLE_POLL_S while it cannot LISTEN).
-RELAY_FALLBACK_POLL_S = 1.0
+# The relay and the projector are woken by the store's NOTIFY; they still poll this often in
+# case one is missed (and every IDLE_POLL_S while they cannot LISTEN).
+FALLBACK_POLL_S = 1.0
+# The projector runs at most this often when woken: under load it takes what a few commits
+# stored in one transaction (as its 20 ms poll did), idle it waits for the next NOTIFY.
+PROJECTOR_MIN_INTERVAL_S = IDLE_POLL_S
 # The relay builds its own batches (closed at once: no linger); bigger ones mean fewer produce
 # round trips when catching up. A partition's batch below Kafka's default max.message.bytes.
 RELAY_BATCH_BYTES = 256 * 1024
@@ -126,12 +129,16 @@ class Core:
 
 
 async def loop_forever(name: str, step: Callable[[], Awaitable[int]], idle: float,
-                       wait: Callable[[float], Awaitable[None]] | None = None) -> None:
+                       wait: Callable[[float], Awaitable[None]] | None = None,
+                       min_interval: float = 0.0) -> None:
     """Runs ``step`` until cancelled: again at once while it has work, after ``idle`` when
-    caught up (or when ``wait(idle)`` returns: woken early), after a back-off when it fails (a
-    database restart, a broker restart)."""
+    caught up (or when ``wait(idle)`` returns: woken early, but never sooner than
+    ``min_interval`` after the start of the step that found nothing), after a back-off when it
+    fails (a database restart, a broker restart)."""
     failing = False
+    loop = asyncio.get_running_loop()
     while True:
+        started = loop.time()
         try:
             done = await step()
             if failing:
@@ -147,6 +154,24 @@ async def loop_forever(name: str, step: Callable[[], Awaitable[int]], idle: floa
             continue
         if not done:
             await (asyncio.sleep(idle) if wait is None else wait(idle))
+            if (rest := started + min_interval - loop.time()) > 0:
+                await asyncio.sleep(rest)
+
+
+def _store_listener(core: Core) -> StoreListener:
+    """A listener of the NOTIFY the event store's recorder sends in every transaction that
+    stores events."""
+    recorder: Any = core.store.recorder
+    return StoreListener(core.pool, recorder.channel_name)
+
+
+def _woken_by(listener: StoreListener) -> Callable[[float], Awaitable[None]]:
+    """A ``loop_forever`` wait that ends when the store NOTIFYs, polling every IDLE_POLL_S
+    while the listener cannot LISTEN."""
+    async def wait(idle: float) -> None:
+        await listener.wait(idle if listener.listening else IDLE_POLL_S)
+
+    return wait
 
 
 T = TypeVar("T")
@@ -240,8 +265,19 @@ class Service:
             await self.broker.start()
             self._tasks.append(asyncio.create_task(ConsumerWatchdog(self.broker).run()))
         if "projections" in roles:
+            # Woken by the store's NOTIFY on a connection of its own (the relay's listener
+            # lives on the relay's loop, and the roles may run apart): idle, it no longer polls
+            # (a transaction, a commit and WAL for the tracking rows' locks, 50 times a second).
+            listener = _store_listener(core)
+            self._tasks.append(asyncio.create_task(listener.run()))
+
+            async def project() -> int:
+                listener.event.clear()  # before reading: what is stored from now on sets it
+                return await asyncio.to_thread(core.projector.run_once)
+
             self._tasks.append(asyncio.create_task(loop_forever(
-                "projections", lambda: asyncio.to_thread(core.projector.run_once), IDLE_POLL_S)))
+                "projections", project, FALLBACK_POLL_S, _woken_by(listener),
+                min_interval=PROJECTOR_MIN_INTERVAL_S)))
         if "expiry" in roles:
             interval = max(0.2, min(5.0, s.request_ttl / 10))
             self._tasks.append(asyncio.create_task(loop_forever(
@@ -262,12 +298,11 @@ class Service:
         relay = self.relay = Relay(core.store, core.pool, self.producer,
                                    bootstrap_servers=self.infra.bootstrap_servers)
         await relay.rewind_if_topic_lost()
-        recorder: Any = core.store.recorder
-        listener = self.listener = StoreListener(core.pool, recorder.channel_name)
+        listener = self.listener = _store_listener(core)
         self._relay_tasks.append(asyncio.create_task(listener.run()))
         self._relay_tasks.append(asyncio.create_task(
             loop_forever("relay", self._relay_step(relay, listener),
-                         RELAY_FALLBACK_POLL_S, self._relay_wait(listener))))
+                         FALLBACK_POLL_S, _woken_by(listener))))
         self._relay_tasks.append(asyncio.create_task(loop_forever(
             "relay topic check", lambda: self._check_topics(relay), TOPIC_CHECK_S)))
 
@@ -277,13 +312,6 @@ class Service:
             await self.relay.close()
         if self.producer is not None:
             await self.producer.stop()
-
-    @staticmethod
-    def _relay_wait(listener: StoreListener) -> Callable[[float], Awaitable[None]]:
-        async def wait(idle: float) -> None:
-            await listener.wait(idle if listener.listening else IDLE_POLL_S)
-
-        return wait
 
     def _relay_step(self, relay: Relay, listener: StoreListener
                     ) -> Callable[[], Awaitable[int]]:
