@@ -27,6 +27,12 @@ STALL_S = 30.0
 PROBE_TIMEOUT_S = 10.0
 
 
+def _running_consumer(subscriber: Any) -> Any | None:
+    """The aiokafka consumer of a running subscriber; None while it is stopped or starting."""
+    consumer = getattr(subscriber, "consumer", None)
+    return consumer if consumer is not None and getattr(subscriber, "running", False) else None
+
+
 def _dead_routine(consumer: Any) -> str | None:
     """The name of an aiokafka background routine that has ended, if any."""
     coordinator = getattr(consumer, "_coordinator", None)
@@ -121,8 +127,7 @@ class ConsumerWatchdog:
         """Does what Kafka's ``auto_offset_reset="earliest"`` does on an offset out of range:
         partitions positioned past the log's end start again from its beginning (a record
         handled twice is a duplicate, which every handler here recognises by its id)."""
-        consumer = getattr(subscriber, "consumer", None)
-        if consumer is None or not getattr(subscriber, "running", False):
+        if (consumer := _running_consumer(subscriber)) is None:
             return
         beyond = await asyncio.wait_for(_beyond_log_end(consumer), PROBE_TIMEOUT_S)
         if beyond:
@@ -133,8 +138,7 @@ class ConsumerWatchdog:
             self.rewinds += 1
 
     async def _stalled(self, subscriber: Any) -> str | None:
-        consumer = getattr(subscriber, "consumer", None)
-        if consumer is None or not getattr(subscriber, "running", False):
+        if (consumer := _running_consumer(subscriber)) is None:
             return None
         if (dead := _dead_routine(consumer)) is not None:
             return f"aiokafka's {dead} routine ended"
