@@ -44,6 +44,10 @@ def configure_logging(fmt: str | None = None, level: str | None = None) -> None:
     else:
         handler.setFormatter(json_formatter())
     handler.set_name(HANDLER_NAME)
+    # Neither format prints where a call was made nor its thread or process: not computing
+    # them takes a fifth off each line (the logging HOWTO's "Optimization" section).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
         root.removeHandler(old)  # configured again: replace ours, leave others' (pytest's)
