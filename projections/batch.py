@@ -138,7 +138,7 @@ def _upsert_sql(table: str, columns: tuple[str, ...], types: tuple[str, ...],
     ).format(
         table=Identifier(table),
         columns=SQL(", ").join(Identifier(c) for c in columns),
-        arrays=SQL(", ").join(SQL("%s::{}[]").format(SQL(t)) for t in types),
+        arrays=SQL(", ").join(SQL("%b::{}[]").format(SQL(t)) for t in types),
         conflict=SQL(", ").join(Identifier(c) for c in conflict),
         on_conflict=on_conflict,
     ).as_bytes(None)

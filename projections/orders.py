@@ -126,7 +126,7 @@ def _load(cur: Cursor[Any], items: list[Item], cache: Cache | None) -> _State:
                       "manager": row[5], "status": row[6]})
             for row in cur.execute(
                 "SELECT aggregate_id, order_id, number, date, partner, manager, status "
-                "FROM rm_orders WHERE aggregate_id = ANY(%s)", (list(aggregates),))
+                "FROM rm_orders WHERE aggregate_id = ANY(%b::uuid[])", (list(aggregates),))
         ]
         state.orders.update(loaded)
         order_ids = [o["order_id"] for _, o in loaded]
@@ -135,7 +135,7 @@ def _load(cur: Cursor[Any], items: list[Item], cache: Cache | None) -> _State:
         if order_ids:
             for order_id, warehouse, sku, position, ordered, reserved in cur.execute(
                 "SELECT order_id, warehouse, sku, position, ordered, reserved "
-                "FROM rm_order_lines WHERE order_id = ANY(%s)", (order_ids,),
+                "FROM rm_order_lines WHERE order_id = ANY(%b::text[])", (order_ids,),
             ):
                 state.lines[order_id][(warehouse, sku)] = _Line(position, ordered, reserved)
     for order_id, lines in state.lines.items():
@@ -156,7 +156,7 @@ def _load(cur: Cursor[Any], items: list[Item], cache: Cache | None) -> _State:
         ws, ss = zip(*stock_keys, strict=True)
         for warehouse, sku, on_hand, reserved in cur.execute(
             "SELECT s.warehouse, s.sku, s.on_hand, s.reserved FROM rm_stock s "
-            "JOIN unnest(%s::text[], %s::text[]) AS k(warehouse, sku) USING (warehouse, sku)",
+            "JOIN unnest(%b::text[], %b::text[]) AS k(warehouse, sku) USING (warehouse, sku)",
             (list(ws), list(ss)),
         ):
             state.stock[(warehouse, sku)] = [on_hand, reserved]
@@ -281,7 +281,7 @@ def _write(cur: Cursor[Any], state: _State, copy_new: bool) -> None:
     if gone:
         ws, ss, os_ = zip(*gone, strict=True)
         cur.execute(
-            "DELETE FROM rm_reserves r USING unnest(%s::text[], %s::text[], %s::text[]) "
+            "DELETE FROM rm_reserves r USING unnest(%b::text[], %b::text[], %b::text[]) "
             "AS k(warehouse, sku, order_id) WHERE (r.warehouse, r.sku, r.order_id) = "
             "(k.warehouse, k.sku, k.order_id)", (list(ws), list(ss), list(os_)))
 

@@ -94,7 +94,7 @@ def apply(cur: Cursor[Any], items: list[Item], cache: Cache | None = None) -> No
                 wanted.discard(request_id)
     if wanted:
         cur.execute(f"SELECT {', '.join(_COLUMNS)} FROM rm_requests "  # noqa: S608 - our names
-                    "WHERE request_id = ANY(%s)", (list(wanted),))
+                    "WHERE request_id = ANY(%b::text[])", (list(wanted),))
         rows.update((row[0], dict(zip(_COLUMNS, row, strict=True))) for row in cur.fetchall())
     dirty: set[str] = set()
     inbox: list[tuple[Any, ...]] = []

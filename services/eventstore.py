@@ -96,7 +96,7 @@ class ReservesRecorder(PostgresApplicationRecorder):
         )
         self._insert_receipts = SQL(
             "INSERT INTO {schema}.{table} (key, fingerprint, status, body) "
-            "SELECT * FROM unnest(%s::text[], %s::text[], %s::int[], %s::jsonb[]) "
+            "SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::jsonb[]) "
             "ON CONFLICT (key) DO NOTHING RETURNING key"
         ).format(schema=schema, table=Identifier(RECEIPTS_TABLE))
         self.sql_create_statements.append(SQL(
@@ -120,10 +120,11 @@ class ReservesRecorder(PostgresApplicationRecorder):
         )
         self._select_events_of = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
-            "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+            "WHERE originator_id = ANY(%b::uuid[]) ORDER BY originator_id, originator_version"
         ).format(schema=schema, table=table)
         self._select_receipts = SQL(
-            "SELECT key, fingerprint, status, body FROM {schema}.{table} WHERE key = ANY(%s)"
+            "SELECT key, fingerprint, status, body FROM {schema}.{table} "
+            "WHERE key = ANY(%b::text[])"
         ).format(schema=schema, table=Identifier(RECEIPTS_TABLE))
 
     @_quick_retry

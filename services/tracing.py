@@ -62,7 +62,7 @@ def correlation_ids(conn: _Executes, notifications: Sequence[Notification]
     by_key = {(n.originator_id, n.originator_version): n.id for n in notifications}
     rows = conn.execute(
         f"SELECT c.originator_id, c.originator_version, c.correlation_id "  # noqa: S608 - fixed name
-        f"FROM {CORRELATIONS_TABLE} c JOIN unnest(%s::uuid[], %s::bigint[]) AS k(o, v) "
+        f"FROM {CORRELATIONS_TABLE} c JOIN unnest(%b::uuid[], %b::bigint[]) AS k(o, v) "
         "ON c.originator_id = k.o AND c.originator_version = k.v",
         ([k[0] for k in by_key], [k[1] for k in by_key]),
     ).fetchall()
