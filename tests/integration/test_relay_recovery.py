@@ -210,10 +210,36 @@ async def test_consumers_carry_on_after_the_broker_restarted_empty(
                 await producer.send_and_wait(COMMANDS, json.dumps(command).encode(),
                                              key=command_id.encode())
             results = await _results(bootstrap, command_id, 10)
-        assert results, "no answer on reserve.command-results after the broker restart"
+        assert results, ("no answer on reserve.command-results after the broker restart; "
+                         f"the consumers: {await _consumer_states(service)}")
         assert results[0]["error"]["code"] == "request_not_found"
     finally:
         await producer.stop()
         await service.stop_background()
         service.close()
         broker.stop()
+
+
+async def _consumer_states(service: Service) -> list[dict[str, Any]]:
+    """What each subscriber's aiokafka consumer holds, for a failure's message: this test failed
+    in two full suites of about eight, without the watchdog acting, and never alone."""
+    states: list[dict[str, Any]] = []
+    for subscriber in list(service.broker.subscribers) if service.broker is not None else []:
+        consumer: Any = getattr(subscriber, "consumer", None)
+        state: dict[str, Any] = {"topics": getattr(subscriber, "topic_names", None),
+                                 "running": getattr(subscriber, "running", None)}
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                assigned = sorted(consumer.assignment())
+                state["assignment"] = {
+                    f"{tp.topic}/{tp.partition}": (await consumer.position(tp),
+                                                   consumer.highwater(tp))
+                    for tp in assigned}
+                state["joining"] = consumer._subscription.reassignment_in_progress
+                coordinator = consumer._coordinator
+                state["coordinator_id"] = coordinator.coordinator_id
+                state["tasks_done"] = {
+                    "coordination": coordinator._coordination_task.done(),
+                    "fetch": consumer._fetcher._fetch_task.done()}
+        states.append(state)
+    return states
