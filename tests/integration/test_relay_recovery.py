@@ -190,7 +190,13 @@ async def test_consumers_carry_on_after_the_broker_restarted_empty(
     settings = make_settings(traversable_tmp, database_url, kafka=bootstrap)
     service = await asyncio.to_thread(Service, settings,
                                       Infrastructure(database_url, bootstrap), frozenset(ROLES))
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    # Its metadata is refreshed, as the service's own clients' is. Tansu creates a topic that a
+    # metadata request names, with 4 partitions; the relay re-creates the lost topics with 3.
+    # After the empty restart the two race, and a client may keep the count it was told first:
+    # a failing run (likely this) showed the consumer holding reserve.commands 0-2, all empty,
+    # while a passing one held 0-3 with the command in 3.
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                metadata_max_age_ms=1_000)
     try:
         await service.start_background()
         broker.stop()  # memory only: the restarted broker has no topics, groups or offsets
@@ -207,6 +213,7 @@ async def test_consumers_carry_on_after_the_broker_restarted_empty(
         results: list[dict[str, Any]] = []
         while not results and asyncio.get_running_loop().time() < deadline:
             with contextlib.suppress(KafkaError):
+                await producer.client.force_metadata_update()  # the partitions as they are now
                 await producer.send_and_wait(COMMANDS, json.dumps(command).encode(),
                                              key=command_id.encode())
             results = await _results(bootstrap, command_id, 10)
