@@ -5,25 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from handlers.wire import parse_erp_body
 from services import runtime
 from services.runtime import Infrastructure, Service
-from tests.support import SKU, WAREHOUSE, make_settings, seed_facts, uid
+from tests.support import SKU, WAREHOUSE, make_settings, seed_facts, uid, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-async def _until(condition: Any, within: float) -> bool:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await asyncio.to_thread(condition):
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 async def test_the_projector_waits_for_a_notify_not_a_poll(
@@ -44,7 +34,7 @@ async def test_the_projector_waits_for_a_notify_not_a_poll(
     monkeypatch.setattr(core.projector, "run_once", counted)
     try:
         await service.start_background()
-        assert await _until(lambda: runs >= 1, 10), "the projector never ran"
+        await asyncio.to_thread(wait_for, lambda: runs >= 1, 10, what="the projector's first run")
         await asyncio.sleep(0.5)  # its first runs (and the listener's first wake-up) are over
         idle_from = runs
         await asyncio.sleep(1.0)
@@ -52,8 +42,8 @@ async def test_the_projector_waits_for_a_notify_not_a_poll(
 
         owner = uid("o-")
         await asyncio.to_thread(core.erp.ingest, parse_erp_body(seed_facts(owner, uid("r-"))))
-        assert await _until(lambda: core.views.order(owner) is not None, 10), \
-            "the stored events did not reach the views without a poll"
+        await asyncio.to_thread(wait_for, lambda: core.views.order(owner), 10,
+                                what="the stored events in the views, without a poll")
         assert core.views.stock(WAREHOUSE, SKU)["on_hand"] >= 10
     finally:
         await service.stop_background()

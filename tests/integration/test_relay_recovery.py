@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 from domain.ids import event_uuid
 from handlers.wire import parse_erp_body
 from projections.relay import Relay
-from services.consumer_watchdog import STALL_S
+from services.consumer_watchdog import STALL_S, _dead_routine
 from services.embedded import EmbeddedBroker, free_port
 from services.runtime import Core, Infrastructure, Service
 from services.settings import ROLES
@@ -243,10 +243,7 @@ async def _consumer_states(service: Service) -> list[dict[str, Any]]:
                                                    consumer.highwater(tp))
                     for tp in assigned}
                 state["joining"] = consumer._subscription.reassignment_in_progress
-                coordinator = consumer._coordinator
-                state["coordinator_id"] = coordinator.coordinator_id
-                state["tasks_done"] = {
-                    "coordination": coordinator._coordination_task.done(),
-                    "fetch": consumer._fetcher._fetch_task.done()}
+                state["coordinator_id"] = consumer._coordinator.coordinator_id
+                state["dead_routine"] = _dead_routine(consumer)
         states.append(state)
     return states
