@@ -98,7 +98,7 @@ class ReservesRecorder(PostgresApplicationRecorder):
             "INSERT INTO {schema}.{table} (key, fingerprint, status, body) "
             "SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::jsonb[]) "
             "ON CONFLICT (key) DO NOTHING RETURNING key"
-        ).format(schema=schema, table=Identifier(RECEIPTS_TABLE))
+        ).format(schema=schema, table=Identifier(RECEIPTS_TABLE)).as_bytes()
         self.sql_create_statements.append(SQL(
             "CREATE TABLE IF NOT EXISTS {schema}.{table} (originator_id uuid NOT NULL, "
             "originator_version bigint NOT NULL, correlation_id text NOT NULL, "
@@ -115,17 +115,17 @@ class ReservesRecorder(PostgresApplicationRecorder):
             SQL("SELECT save_no, outcome, notification_id FROM {schema}.reserves_save_group("
                 "%b::uuid[], %b::bigint[], %b::text[], %b::bytea[], %b::int[], %b::text[], "
                 "%b::text[], %b::text[], %b::int[], %b::jsonb[], %b::int[], %b::text)"
-                ).format(schema=schema),
+                ).format(schema=schema).as_bytes(),
             lock_timeout=f"{self.datastore.lock_timeout}s",
         )
         self._select_events_of = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
             "WHERE originator_id = ANY(%b::uuid[]) ORDER BY originator_id, originator_version"
-        ).format(schema=schema, table=table)
+        ).format(schema=schema, table=table).as_bytes()
         self._select_receipts = SQL(
             "SELECT key, fingerprint, status, body FROM {schema}.{table} "
             "WHERE key = ANY(%b::text[])"
-        ).format(schema=schema, table=Identifier(RECEIPTS_TABLE))
+        ).format(schema=schema, table=Identifier(RECEIPTS_TABLE)).as_bytes()
 
     @_quick_retry
     def insert_events(
@@ -171,7 +171,8 @@ class ReservesRecorder(PostgresApplicationRecorder):
     @_quick_retry
     def insert_receipt(self, receipt: Receipt) -> bool:
         """Stores a receipt alone (a refused command: no events). False if one was there."""
-        with self.datastore.transaction(commit=True) as curs:
+        # one statement on an autocommit connection is its own transaction
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(
                 self._insert_receipts,
                 ([receipt.key], [receipt.fingerprint], [receipt.status],
@@ -183,8 +184,9 @@ class ReservesRecorder(PostgresApplicationRecorder):
     def select_receipts(self, keys: Sequence[str]) -> dict[str, Receipt]:
         if not keys:
             return {}
-        with self.datastore.transaction(commit=False) as curs:
-            curs.execute(self._select_receipts, (list(keys),))
+        # one statement on an autocommit connection: no BEGIN and ROLLBACK round trips
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._select_receipts, (list(keys),), prepare=True)
             rows = curs.fetchall()
         return {
             row["key"]: Receipt(row["key"], row["fingerprint"], row["status"], row["body"])
