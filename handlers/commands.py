@@ -64,7 +64,12 @@ class CommandHandler:
         """
         digest = fingerprint({"type": type(command).__name__, "actor": actor, **asdict(command)})
         for attempt in range(MAX_ATTEMPTS):
-            if key is not None:
+            # The stored answer is looked up only after a first try was refused a write: the
+            # receipt is saved with the events, in one transaction that refuses a key stored
+            # before (DuplicateReceiptError), and a refusal's receipt likewise (store_refusal
+            # is False), so a repeat never writes anything twice; it costs one more pass, and
+            # every first request one round trip less.
+            if key is not None and attempt > 0:
                 stored = self.store.receipt(key)
                 if stored is not None:
                     return self._replay(stored, digest)
@@ -80,7 +85,9 @@ class CommandHandler:
             receipts = [] if key is None else [Receipt(key, digest, outcome.status, outcome.body)]
             try:
                 self.store.save_all(aggregates, receipts)
-            except (RecordConflictError, DuplicateReceiptError):
+            except DuplicateReceiptError:
+                continue  # answered before: the next pass reads that answer
+            except RecordConflictError:
                 backoff(attempt)
                 continue
             return outcome

@@ -785,6 +785,27 @@ def test_a_refused_command_repeated_with_its_key_is_refused_the_same_way(
     assert state(client, core, [owner, requester]) == before
 
 
+def test_a_refusal_stands_for_its_key_after_the_state_would_allow_the_command(
+        client: TestClient, core: Core) -> None:
+    # The first try of a command goes to the rules before looking up its key: here the rules
+    # accept the repeat, and only the save (which refuses a stored key) keeps the first answer.
+    owner, requester = seed(client, core)
+    assert post_facts(client, [reserve("ReserveReleased", owner, 8)]).status_code == 200
+    catch_up(core)
+    key = {"Idempotency-Key": uid("key-")}
+    first = ask(client, owner, requester, 3, headers=key)
+    assert_error(first, 409, "insufficient_reserve")
+    assert post_facts(client, [reserve("ReservePlaced", owner, 8)]).status_code == 200
+    catch_up(core)
+    before = state(client, core, [owner, requester])
+
+    again = ask(client, owner, requester, 3, headers=key)
+
+    assert (again.status_code, again.json()) == (409, first.json())
+    assert state(client, core, [owner, requester]) == before
+    assert ask(client, owner, requester, 3).status_code == 201  # the rules would accept it
+
+
 def test_idempotency_keys_are_per_manager(client: TestClient, core: Core) -> None:
     owner, requester = seed(client, core)
     third = uid("third-")
