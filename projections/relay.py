@@ -416,6 +416,10 @@ class Relay:
         in_flight: list[tuple[asyncio.Future[Any], int]] = []
         ahead: asyncio.Future[list[Row]] | None = None  # the next page, read meanwhile
         sent = 0
+        # The last read found less than a page: it reached the end of the log as it was then,
+        # and ``wake`` (cleared before that read) says whether anything was stored since. Not
+        # reading again until it does saves two of a live cycle's four queries.
+        at_end = False
 
         def read() -> asyncio.Future[list[Row]]:
             if wake is not None:
@@ -424,11 +428,15 @@ class Relay:
 
         try:
             while True:
-                rows = await (ahead or read())
+                if ahead is None and at_end and wake is not None and not wake.is_set():
+                    rows = []  # nothing stored since the read that reached the end
+                else:
+                    rows = await (ahead or read())
+                    at_end = len(rows) < self.page
                 ahead = None
                 if rows:
                     after = rows[-1].id
-                    if len(rows) == self.page:  # more is likely stored: read it meanwhile
+                    if not at_end:  # more is likely stored: read it meanwhile
                         ahead = read()
                     in_flight.append((await self._publish(rows), rows[-1].id))
                     sent += len(rows)

@@ -683,6 +683,38 @@ async def test_relay_republish_emits_the_same_event_ids(core: Core, kafka: Kafka
     assert await relay.run_once() == 0  # republishing does not move the relay's position
 
 
+async def test_a_woken_relay_reads_the_log_again_only_when_more_was_stored(
+        core: Core, kafka: Kafka) -> None:
+    await give_story(core)
+    relay = Relay(core.store, core.pool, kafka.producer)
+    await relay_all(relay)
+    reads: list[int] = []
+    read = relay._read
+
+    async def counted(after: int, stop: int | None) -> list[Any]:
+        rows = await read(after, stop)
+        reads.append(len(rows))
+        return rows
+
+    relay._read = counted  # type: ignore[method-assign]
+    wake = asyncio.Event()
+    await give_story(core)
+    stored = (core.store.recorder.max_notification_id() or 0) - await asyncio.to_thread(relay.position)
+
+    assert await relay.catch_up(wake) == stored > 0
+    # one read found the new events (less than a page: the end of the log); nothing was
+    # stored meanwhile (``wake`` stayed clear), so no read after it came back empty
+    assert reads == [stored]
+
+    reads.clear()
+    await give_story(core)
+    more = (core.store.recorder.max_notification_id() or 0) - await asyncio.to_thread(relay.position)
+    wake.set()  # as the store's NOTIFY does
+    assert await relay.catch_up(wake) == more > 0
+    assert reads == [more]
+    assert await asyncio.to_thread(relay.position) == core.store.recorder.max_notification_id()
+
+
 async def test_relay_rewind_leaves_the_position_when_the_topic_has_data(
         core: Core, kafka: Kafka) -> None:
     await give_story(core)
