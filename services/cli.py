@@ -80,10 +80,11 @@ def tune_gc() -> None:
     What start-up built (modules, the app, the pools: some 100,000 objects) is frozen out of
     every later collection, and the young generation is collected every ``GC_YOUNG_THRESHOLD``
     net allocations instead of 700. Measured in ``reserves serve`` at 32 clients giving
-    (docs/performance.md, "Garbage collection"): with the defaults a full collection came
-    every few seconds and held the GIL up to 115 ms, and the collector took ~8 % of the
-    process's time; after this, a few young collections in a run. Reference counting frees
-    everything that is not in a cycle as before; cycles wait for the next collection.
+    (docs/performance.md, "Round trips, the garbage collector and the relay's reads"): with
+    the defaults a full collection came every few seconds and held the GIL up to 115 ms, and
+    the collector took ~8 % of the process's time; after this, a few young collections in a
+    run. Reference counting frees everything that is not in a cycle as before; cycles wait
+    for the next collection.
     """
     gc.freeze()
     _, middle, old = gc.get_threshold()
