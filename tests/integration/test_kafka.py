@@ -683,6 +683,11 @@ async def test_relay_republish_emits_the_same_event_ids(core: Core, kafka: Kafka
     assert await relay.run_once() == 0  # republishing does not move the relay's position
 
 
+async def unpublished(core: Core, relay: Relay) -> int:
+    return (core.store.recorder.max_notification_id() or 0) - await asyncio.to_thread(
+        relay.position)
+
+
 async def test_a_woken_relay_reads_the_log_again_only_when_more_was_stored(
         core: Core, kafka: Kafka) -> None:
     await give_story(core)
@@ -699,7 +704,7 @@ async def test_a_woken_relay_reads_the_log_again_only_when_more_was_stored(
     relay._read = counted  # type: ignore[method-assign]
     wake = asyncio.Event()
     await give_story(core)
-    stored = (core.store.recorder.max_notification_id() or 0) - await asyncio.to_thread(relay.position)
+    stored = await unpublished(core, relay)
 
     assert await relay.catch_up(wake) == stored > 0
     # one read found the new events (less than a page: the end of the log); nothing was
@@ -708,7 +713,7 @@ async def test_a_woken_relay_reads_the_log_again_only_when_more_was_stored(
 
     reads.clear()
     await give_story(core)
-    more = (core.store.recorder.max_notification_id() or 0) - await asyncio.to_thread(relay.position)
+    more = await unpublished(core, relay)
     wake.set()  # as the store's NOTIFY does
     assert await relay.catch_up(wake) == more > 0
     assert reads == [more]
