@@ -418,7 +418,8 @@ class Relay:
         sent = 0
         # The last read found less than a page: it reached the end of the log as it was then,
         # and ``wake`` (cleared before that read) says whether anything was stored since. Not
-        # reading again until it does saves two of a live cycle's four queries.
+        # reading again until it does saves two of a live cycle's four queries. (A page is read
+        # ahead only after a full one, so at the end none is.)
         at_end = False
 
         def read() -> asyncio.Future[list[Row]]:
@@ -428,7 +429,7 @@ class Relay:
 
         try:
             while True:
-                if ahead is None and at_end and wake is not None and not wake.is_set():
+                if at_end and wake is not None and not wake.is_set():
                     rows = []  # nothing stored since the read that reached the end
                 else:
                     rows = await (ahead or read())
