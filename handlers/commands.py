@@ -5,12 +5,13 @@ The handler table at the bottom is the map of what the exchange can be asked to 
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar, cast
 from uuid import uuid4
 
 from eventsourcing.domain import Aggregate
@@ -24,6 +25,7 @@ from services.eventstore import DuplicateReceiptError, Receipt, ReserveStore
 
 MAX_ATTEMPTS = 30
 SYSTEM_ACTOR = "system"
+T = TypeVar("T")
 
 Decision = tuple[Outcome, list[Aggregate]]
 
@@ -32,9 +34,63 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def backoff(attempt: int) -> None:
+# -- what a command asks of the store -------------------------------------------------------
+# A command's flow (load, decide, save, retry) is written once, as a generator that yields
+# these and is sent their results (or thrown their errors); :meth:`CommandHandler.execute`
+# performs them on the calling thread's connections, :meth:`CommandHandler.execute_async` on
+# an event loop's (services/async_store.py). Neither can change what a command does.
+
+@dataclass(frozen=True, slots=True)
+class LoadRequest:
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOrders:
+    order_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadReceipt:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRefusal:
+    receipt: Receipt
+
+
+@dataclass(frozen=True, slots=True)
+class SaveAll:
+    aggregates: list[Aggregate]
+    receipts: list[Receipt]
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    seconds: float
+
+
+Op = LoadRequest | LoadOrders | ReadReceipt | StoreRefusal | SaveAll | Backoff
+Flow = Generator[Op, Any, T]
+
+
+class AsyncStoreProtocol(Protocol):
+    async def get_request(self, request_id: str) -> Any: ...
+    async def get_orders(self, *order_ids: str) -> list[Any]: ...
+    async def receipt(self, key: str) -> Receipt | None: ...
+    async def store_refusal(self, receipt: Receipt) -> bool: ...
+    async def save_all(self, aggregates: list[Aggregate], receipts: Sequence[Receipt]) -> None:
+        ...
+
+
+def backoff_seconds(attempt: int) -> float:
     """A short, jittered pause before retrying a save that lost a race."""
-    time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 - jitter, not crypto
+    return random.uniform(0, 0.002 * (attempt + 1))  # noqa: S311 - jitter, not crypto
+
+
+def backoff(attempt: int) -> None:
+    time.sleep(backoff_seconds(attempt))
 
 
 class RetriesExhaustedError(Exception):
@@ -47,7 +103,7 @@ class CommandHandler:
         self.store = store
         self.ttl = request_ttl
         self.clock = clock
-        self._table: dict[type, Callable[[Any, str, str | None], Decision]] = {
+        self._table: dict[type, Callable[[Any, str, str | None], Flow[Decision]]] = {
             c.RequestReserve: self._request,
             c.GiveReserve: self._give,
             c.DeclineReserveRequest: self._decline,
@@ -56,12 +112,58 @@ class CommandHandler:
         }
 
     def execute(self, command: c.Command, actor: str, key: str | None = None) -> Outcome:
-        """Runs ``command`` for ``actor``. With ``key``, a repeat returns the first outcome.
+        """Runs ``command`` for ``actor`` on this thread. With ``key``, a repeat returns the
+        first outcome."""
+        flow = self._flow(command, actor, key)
+        result: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                op = flow.send(result) if error is None else flow.throw(error)
+            except StopIteration as done:
+                return cast(Outcome, done.value)
+            result, error = None, None
+            try:
+                result = self._perform(op)
+            except Exception as e:
+                error = e
 
-        A version conflict with a concurrent writer is retried from a fresh load, so the
-        loser of a race sees the state the winner left and is refused by the rules if the
-        reserve no longer suffices.
-        """
+    async def execute_async(self, command: c.Command, actor: str, key: str | None,
+                            store: AsyncStoreProtocol) -> Outcome:
+        """:meth:`execute` with its reads and writes awaited on ``store``'s event loop."""
+        flow = self._flow(command, actor, key)
+        result: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                op = flow.send(result) if error is None else flow.throw(error)
+            except StopIteration as done:
+                return cast(Outcome, done.value)
+            result, error = None, None
+            try:
+                result = await _perform_async(op, store)
+            except Exception as e:
+                error = e
+
+    def _perform(self, op: Op) -> Any:
+        store = self.store
+        if isinstance(op, LoadRequest):
+            return store.get_request(op.request_id)
+        if isinstance(op, LoadOrders):
+            return store.get_orders(*op.order_ids)
+        if isinstance(op, SaveAll):
+            return store.save_all(op.aggregates, op.receipts)
+        if isinstance(op, ReadReceipt):
+            return store.receipt(op.key)
+        if isinstance(op, StoreRefusal):
+            return store.store_refusal(op.receipt)
+        time.sleep(op.seconds)
+        return None
+
+    def _flow(self, command: c.Command, actor: str, key: str | None) -> Flow[Outcome]:
+        """Loads, decides and saves, again from a fresh load when a concurrent writer won the
+        race, so the loser sees the state the winner left and is refused by the rules if the
+        reserve no longer suffices."""
         digest = fingerprint({"type": type(command).__name__, "actor": actor, **asdict(command)})
         for attempt in range(MAX_ATTEMPTS):
             # The stored answer is looked up only after a first try was refused a write: the
@@ -70,25 +172,25 @@ class CommandHandler:
             # is False), so a repeat never writes anything twice; it costs one more pass, and
             # every first request one round trip less.
             if key is not None and attempt > 0:
-                stored = self.store.receipt(key)
+                stored = yield ReadReceipt(key)
                 if stored is not None:
                     return self._replay(stored, digest)
             try:
-                outcome, aggregates = self._table[type(command)](command, actor, key)
+                outcome, aggregates = yield from self._table[type(command)](command, actor, key)
             except DomainError as e:
                 outcome = refusal(e)
-                if key is None or self.store.store_refusal(
+                if key is None or (yield StoreRefusal(
                     Receipt(key, digest, outcome.status, outcome.body)
-                ):
+                )):
                     return outcome
                 continue  # a concurrent twin stored its answer first: return that
             receipts = [] if key is None else [Receipt(key, digest, outcome.status, outcome.body)]
             try:
-                self.store.save_all(aggregates, receipts)
+                yield SaveAll(aggregates, receipts)
             except DuplicateReceiptError:
                 continue  # answered before: the next pass reads that answer
             except RecordConflictError:
-                backoff(attempt)
+                yield Backoff(backoff_seconds(attempt))
                 continue
             return outcome
         raise RetriesExhaustedError(f"{type(command).__name__} lost {MAX_ATTEMPTS} races in a row")
@@ -104,8 +206,8 @@ class CommandHandler:
 
     # -- the handler table's entries ---------------------------------------------------------
 
-    def _request(self, cmd: c.RequestReserve, actor: str, key: str | None) -> Decision:
-        to_order, from_order = self.store.get_orders(cmd.to_order_id, cmd.from_order_id)
+    def _request(self, cmd: c.RequestReserve, actor: str, key: str | None) -> Flow[Decision]:
+        to_order, from_order = yield LoadOrders((cmd.to_order_id, cmd.from_order_id))
         request = request_reserve(
             request_key=key or str(uuid4()), from_order=from_order, to_order=to_order,
             sku=cmd.sku, warehouse=cmd.warehouse, quantity=cmd.quantity, actor=actor,
@@ -113,26 +215,41 @@ class CommandHandler:
         )
         return Outcome(201, {"request_id": request.request_id, "status": request.status}), [request]
 
-    def _give(self, cmd: c.GiveReserve, actor: str, key: str | None) -> Decision:
-        request = self.store.get_request(cmd.request_id)
+    def _give(self, cmd: c.GiveReserve, actor: str, key: str | None) -> Flow[Decision]:
+        request = yield LoadRequest(cmd.request_id)
         request.guard_owner(actor)
-        from_order, to_order = self.store.get_orders(request.from_order_id, request.to_order_id)
+        from_order, to_order = yield LoadOrders((request.from_order_id, request.to_order_id))
         given = give_reserve(request=request, from_order=from_order, to_order=to_order,
                              quantity=cmd.quantity, actor=actor, now=self.clock())
         body = {"request_id": request.request_id, "status": request.status, "given": given}
         return Outcome(200, body), [request, from_order, to_order]
 
-    def _decline(self, cmd: c.DeclineReserveRequest, actor: str, key: str | None) -> Decision:
-        request = self.store.get_request(cmd.request_id)
+    def _decline(self, cmd: c.DeclineReserveRequest, actor: str, key: str | None) -> Flow[Decision]:
+        request = yield LoadRequest(cmd.request_id)
         request.decline(cmd.reason, actor, self.clock())
         return Outcome(200, {"request_id": request.request_id, "status": request.status}), [request]
 
-    def _cancel(self, cmd: c.CancelReserveRequest, actor: str, key: str | None) -> Decision:
-        request = self.store.get_request(cmd.request_id)
+    def _cancel(self, cmd: c.CancelReserveRequest, actor: str, key: str | None) -> Flow[Decision]:
+        request = yield LoadRequest(cmd.request_id)
         request.cancel(actor, self.clock())
         return Outcome(200, {"request_id": request.request_id, "status": request.status}), [request]
 
-    def _expire(self, cmd: c.ExpireReserveRequest, actor: str, key: str | None) -> Decision:
-        request = self.store.get_request(cmd.request_id)
+    def _expire(self, cmd: c.ExpireReserveRequest, actor: str, key: str | None) -> Flow[Decision]:
+        request = yield LoadRequest(cmd.request_id)
         request.expire(self.clock())
         return Outcome(200, {"request_id": request.request_id, "status": request.status}), [request]
+
+
+async def _perform_async(op: Op, store: AsyncStoreProtocol) -> Any:
+    if isinstance(op, LoadRequest):
+        return await store.get_request(op.request_id)
+    if isinstance(op, LoadOrders):
+        return await store.get_orders(*op.order_ids)
+    if isinstance(op, SaveAll):
+        return await store.save_all(op.aggregates, op.receipts)
+    if isinstance(op, ReadReceipt):
+        return await store.receipt(op.key)
+    if isinstance(op, StoreRefusal):
+        return await store.store_refusal(op.receipt)
+    await asyncio.sleep(op.seconds)
+    return None

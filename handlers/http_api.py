@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import psycopg
@@ -25,13 +27,14 @@ from handlers.observe_http import Readiness, add_schemas, body_of, install
 from handlers.outcome import STATUS_BY_KIND, Outcome, error_body
 from projections.history import OrderHistory
 from projections.queries import Views
+from services.async_store import AsyncStore
 from services.observability import record_command, record_erp, record_erp_refusal
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 UNAVAILABLE = (OperationalError, InterfaceError, psycopg.OperationalError,
-               psycopg_pool.PoolTimeout, RetriesExhaustedError)
+               psycopg.InterfaceError, psycopg_pool.PoolTimeout, RetriesExhaustedError)
 
 
 class ApiError(Exception):
@@ -41,6 +44,7 @@ class ApiError(Exception):
 
 
 class Services(Protocol):
+    database_url: str
     commands: CommandHandler
     erp: ErpIngest
     views: Views
@@ -88,11 +92,54 @@ def _answers(model: type[BaseModel], status: int = 200) -> dict[int | str, dict[
     return {status: {"model": model}, **ERRORS}
 
 
+class CommandStores:
+    """The commands' store on each event loop that serves the app (uvicorn's; each TestClient's
+    portal has its own), started by the app's lifespan or by whoever runs the server. Commands
+    on a loop without one run in a thread, as every command once did."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._by_loop: dict[asyncio.AbstractEventLoop, AsyncStore] = {}
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        # a stand-in without a database (a unit test's) keeps the thread path
+        commands = getattr(self._services, "commands", None)
+        url = getattr(self._services, "database_url", None)
+        if loop not in self._by_loop and commands is not None and url is not None:
+            store = AsyncStore(commands.store, url)
+            await store.open()
+            self._by_loop[loop] = store
+
+    def current(self) -> AsyncStore | None:
+        return self._by_loop.get(asyncio.get_running_loop())
+
+    async def close(self) -> None:
+        store = self._by_loop.pop(asyncio.get_running_loop(), None)
+        if store is not None:
+            await store.close()
+
+
 def create_http_app(services: Services, *, title: str = "Reserve exchange",
                     readiness: Readiness | None = None, console: bool = True) -> FastAPI:
     """The API; with ``console`` also the managers' web pages (which need the database, and
-    are left out of the OpenAPI document anyway)."""
-    app = FastAPI(title=title, version="1", docs_url="/docs", redoc_url=None)
+    are left out of the OpenAPI document anyway).
+
+    ``app.state.command_stores`` (:class:`CommandStores`) holds what the commands await on
+    the serving loop: the lifespan starts and closes it; a server run with the lifespan off
+    calls its ``start`` and ``close`` itself."""
+    stores = CommandStores(services)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await stores.start()
+        try:
+            yield
+        finally:
+            await stores.close()
+
+    app = FastAPI(title=title, version="1", docs_url="/docs", redoc_url=None, lifespan=lifespan)
+    app.state.command_stores = stores
     install(app, readiness)  # /metrics, /ready, /asyncapi, X-Correlation-Id
     add_schemas(app, {"ErpEvents": wire.ERP_MESSAGE, "RequestReserveBody": wire.RequestReserveBody,
                       "GiveBody": wire.GiveBody, "DeclineBody": wire.DeclineBody})
@@ -145,7 +192,11 @@ def create_http_app(services: Services, *, title: str = "Reserve exchange",
                            "Idempotency-Key must be 1 to 200 characters.")
         cmd = build(await _json_body(request))
         scoped = f"http:{who.name}:{key}" if key is not None else None
-        outcome: Outcome = await run_in_threadpool(services.commands.execute, cmd, who.name, scoped)
+        store = stores.current()
+        outcome: Outcome = (
+            await run_in_threadpool(services.commands.execute, cmd, who.name, scoped)
+            if store is None else
+            await services.commands.execute_async(cmd, who.name, scoped, store))
         record_command(type(cmd).__name__, outcome, "http")
         return JSONResponse(outcome.body, status_code=outcome.status)
 

@@ -122,7 +122,12 @@ async def _serve(settings: Settings, roles: frozenset[str]) -> None:
         _print_dev_tokens(settings)
         console.print("Press Ctrl-C to stop.")
         if "api" in roles:
-            await server.serve()
+            # the commands' reads and writes on this loop (handlers/http_api.py, CommandStores)
+            await app.state.command_stores.start()
+            try:
+                await server.serve()
+            finally:
+                await app.state.command_stores.close()
         else:
             await _until_stopped()
     finally:

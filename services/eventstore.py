@@ -12,7 +12,7 @@ import contextlib
 import functools
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar, cast
@@ -30,7 +30,7 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from psycopg import Cursor
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 
 from domain import errors
@@ -94,7 +94,7 @@ class ReservesRecorder(PostgresApplicationRecorder):
                 "body jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
             ).format(schema=schema, table=Identifier(RECEIPTS_TABLE))
         )
-        self._insert_receipts = SQL(
+        self.insert_receipts_sql = SQL(
             "INSERT INTO {schema}.{table} (key, fingerprint, status, body) "
             "SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::jsonb[]) "
             "ON CONFLICT (key) DO NOTHING RETURNING key"
@@ -110,19 +110,21 @@ class ReservesRecorder(PostgresApplicationRecorder):
         ).format(schema=schema, events=table, receipts=Identifier(RECEIPTS_TABLE),
                  correlations=Identifier(CORRELATIONS_TABLE),
                  channel=Identifier(self.channel_name)))
-        self.writer = GroupWriter(
-            self.datastore.get_connection,
-            SQL("SELECT save_no, outcome, notification_id FROM {schema}.reserves_save_group("
-                "%b::uuid[], %b::bigint[], %b::text[], %b::bytea[], %b::int[], %b::text[], "
-                "%b::text[], %b::text[], %b::int[], %b::jsonb[], %b::int[], %b::text)"
-                ).format(schema=schema).as_bytes(),
-            lock_timeout=f"{self.datastore.lock_timeout}s",
-        )
-        self._select_events_of = SQL(
+        self.save_group_sql = SQL(
+            "SELECT save_no, outcome, notification_id FROM {schema}.reserves_save_group("
+            "%b::uuid[], %b::bigint[], %b::text[], %b::bytea[], %b::int[], %b::text[], "
+            "%b::text[], %b::text[], %b::int[], %b::jsonb[], %b::int[], %b::text)"
+        ).format(schema=schema).as_bytes()
+        self.lock_timeout = f"{self.datastore.lock_timeout}s"
+        self.writer = GroupWriter(self.datastore.get_connection, self.save_group_sql,
+                                  lock_timeout=self.lock_timeout)
+        # the statements below are also run by the HTTP API's commands on their event loop
+        # (services/async_store.py), so they are public
+        self.select_events_of_sql = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {schema}.{table} "
             "WHERE originator_id = ANY(%b::uuid[]) ORDER BY originator_id, originator_version"
         ).format(schema=schema, table=table).as_bytes()
-        self._select_receipts = SQL(
+        self.select_receipts_sql = SQL(
             "SELECT key, fingerprint, status, body FROM {schema}.{table} "
             "WHERE key = ANY(%b::text[])"
         ).format(schema=schema, table=Identifier(RECEIPTS_TABLE)).as_bytes()
@@ -158,15 +160,10 @@ class ReservesRecorder(PostgresApplicationRecorder):
     def select_events_of(self, aggregate_ids: Sequence[UUID]
                          ) -> list[tuple[UUID, list[StoredEvent]]]:
         """Every stored event of each aggregate, by aggregate, in version order."""
-        by_id: dict[UUID, list[StoredEvent]] = {}
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._select_events_of, (list(aggregate_ids),), prepare=True)
-            for row in curs.fetchall():
-                by_id.setdefault(row["originator_id"], []).append(StoredEvent(
-                    originator_id=row["originator_id"],
-                    originator_version=row["originator_version"],
-                    topic=row["topic"], state=bytes(row["state"])))
-        return list(by_id.items())
+        with self.datastore.get_connection() as conn, \
+                conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(self.select_events_of_sql, (list(aggregate_ids),), prepare=True)
+            return events_by_aggregate(curs.fetchall())
 
     @_quick_retry
     def insert_receipt(self, receipt: Receipt) -> bool:
@@ -174,7 +171,7 @@ class ReservesRecorder(PostgresApplicationRecorder):
         # one statement on an autocommit connection is its own transaction
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(
-                self._insert_receipts,
+                self.insert_receipts_sql,
                 ([receipt.key], [receipt.fingerprint], [receipt.status],
                  [json.dumps(receipt.body, ensure_ascii=False)]),
             )
@@ -186,12 +183,25 @@ class ReservesRecorder(PostgresApplicationRecorder):
             return {}
         # one statement on an autocommit connection: no BEGIN and ROLLBACK round trips
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._select_receipts, (list(keys),), prepare=True)
-            rows = curs.fetchall()
-        return {
-            row["key"]: Receipt(row["key"], row["fingerprint"], row["status"], row["body"])
-            for row in rows
-        }
+            curs.execute(self.select_receipts_sql, (list(keys),), prepare=True)
+            return receipts_by_key(curs.fetchall())
+
+
+def events_by_aggregate(rows: Iterable[Sequence[Any]]) -> list[tuple[UUID, list[StoredEvent]]]:
+    """Rows of (originator_id, originator_version, topic, state), in version order per
+    aggregate, as each aggregate's stored events."""
+    by_id: dict[UUID, list[StoredEvent]] = {}
+    for originator_id, version, topic, state in rows:
+        by_id.setdefault(originator_id, []).append(StoredEvent(
+            originator_id=originator_id, originator_version=version, topic=topic,
+            state=bytes(state)))
+    return list(by_id.items())
+
+
+def receipts_by_key(rows: Iterable[Any]) -> dict[str, Receipt]:
+    """Rows of the receipts table (as dicts) by key."""
+    return {row["key"]: Receipt(row["key"], row["fingerprint"], row["status"], row["body"])
+            for row in rows}
 
 
 def postgres_env(database_url: str, *, pool_size: int = 8, overflow: int = 16) -> dict[str, str]:
@@ -218,6 +228,35 @@ def _mutate_all(aggregate: Any, events: Iterable[Any]) -> Any:
     for event in events:
         aggregate = event.mutate(aggregate)
     return aggregate
+
+
+def request_id_uuid(request_id: str) -> UUID | None:
+    """A request id as the aggregate's UUID; None when it is not a UUID at all."""
+    try:
+        return UUID(request_id)
+    except ValueError:
+        return None
+
+
+def request_among(found: Mapping[UUID, Aggregate | None], request_id: str) -> ReserveRequest:
+    """The request ``request_id`` among loaded aggregates; RequestNotFoundError if absent."""
+    uid = request_id_uuid(request_id)
+    request = None if uid is None else found.get(uid)
+    if not isinstance(request, ReserveRequest):
+        raise errors.RequestNotFoundError(f"Reserve request {request_id!r} is unknown.")
+    return request
+
+
+def orders_among(found: Mapping[UUID, Aggregate], order_ids: Sequence[str]) -> list[CustomerOrder]:
+    """The orders ``order_ids`` among loaded aggregates, in that order; OrderNotFoundError
+    names the first one absent."""
+    orders = []
+    for order_id in order_ids:
+        order = found.get(order_uuid(order_id))
+        if not isinstance(order, CustomerOrder):
+            raise errors.OrderNotFoundError(f"Customer order {order_id!r} is unknown.")
+        orders.append(order)
+    return orders
 
 
 class ReserveStore(Application[UUID]):
@@ -249,24 +288,22 @@ class ReserveStore(Application[UUID]):
 
     def _find_many(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Aggregate]:
         """Several aggregates with one query (``Repository.get`` costs a query each)."""
+        return self.aggregates_of(self.reserves_recorder.select_events_of(aggregate_ids))
+
+    def aggregates_of(self, stored: Iterable[tuple[UUID, Sequence[StoredEvent]]]
+                      ) -> dict[UUID, Aggregate]:
+        """Aggregates rebuilt from their stored events (by aggregate, in version order)."""
         found: dict[UUID, Aggregate] = {}
         to_event = self.mapper.to_domain_event
-        for aggregate_id, stored in self.reserves_recorder.select_events_of(aggregate_ids):
-            aggregate = _mutate_all(None, (to_event(s) for s in stored))
+        for aggregate_id, events in stored:
+            aggregate = _mutate_all(None, (to_event(s) for s in events))
             if aggregate is not None:
                 found[aggregate_id] = cast(Aggregate, aggregate)
         return found
 
     def get_orders(self, *order_ids: str) -> list[CustomerOrder]:
         """The orders, loaded together; OrderNotFoundError names the first one unknown."""
-        found = self._find_many([order_uuid(o) for o in order_ids])
-        orders = []
-        for order_id in order_ids:
-            order = found.get(order_uuid(order_id))
-            if not isinstance(order, CustomerOrder):
-                raise errors.OrderNotFoundError(f"Customer order {order_id!r} is unknown.")
-            orders.append(order)
-        return orders
+        return orders_among(self._find_many([order_uuid(o) for o in order_ids]), order_ids)
 
     def find_order(self, order_id: str) -> CustomerOrder | None:
         return cast("CustomerOrder | None", self._find(order_uuid(order_id)))
@@ -281,14 +318,8 @@ class ReserveStore(Application[UUID]):
         return cast("StockItem | None", self._find(stock_item_uuid(warehouse, sku)))
 
     def get_request(self, request_id: str) -> ReserveRequest:
-        try:
-            uid = UUID(request_id)
-        except ValueError:
-            uid = None
-        found = self._find(uid) if uid is not None else None
-        if not isinstance(found, ReserveRequest):
-            raise errors.RequestNotFoundError(f"Reserve request {request_id!r} is unknown.")
-        return found
+        uid = request_id_uuid(request_id)
+        return request_among({} if uid is None else {uid: self._find(uid)}, request_id)
 
     def find_request_by_key(self, request_key: str) -> ReserveRequest | None:
         return cast("ReserveRequest | None", self._find(request_uuid(request_key)))
@@ -308,6 +339,13 @@ class ReserveStore(Application[UUID]):
         processing.saved_kwargs.update(receipts=list(receipts),
                                        correlation_id=current_correlation_id())
         self._record(processing)
+
+    def save_of(self, aggregates: Iterable[Aggregate], receipts: Sequence[Receipt] = ()) -> Save:
+        """What :meth:`save_all` writes, for a writer on an event loop: the aggregates' pending
+        events as stored events, the receipts and the current correlation id."""
+        to_stored = self.mapper.to_stored_event
+        events = [to_stored(e) for aggregate in aggregates for e in aggregate.collect_events()]
+        return Save(events, list(receipts), current_correlation_id())
 
     def receipt(self, key: str) -> Receipt | None:
         return self.reserves_recorder.select_receipts([key]).get(key)

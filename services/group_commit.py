@@ -27,6 +27,7 @@ one bad save never fails another.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -36,10 +37,12 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from eventsourcing.persistence import IntegrityError, RecordConflictError, StoredEvent
 from psycopg import Connection
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
 
 if TYPE_CHECKING:
     from services.eventstore import Receipt
@@ -173,28 +176,171 @@ class GroupWriter:
         and one commit, for the group. Refused saves get their exception set here (their
         callers only see it after the commit decided the group); returns the notification ids
         of the others, by index."""
-        events = [e for save in group for e in save.events]
-        event_saves = [n for n, save in enumerate(group) for _ in save.events]
-        correlations = [save.correlation_id for save in group for _ in save.events]
-        receipts = [r for save in group for r in save.receipts]
-        key_saves = [n for n, save in enumerate(group) for _ in save.receipts]
-        with self._connect() as conn, conn.cursor() as curs:
-            curs.execute(self._statement, (
-                [e.originator_id for e in events], [e.originator_version for e in events],
-                [e.topic for e in events], [e.state for e in events], event_saves, correlations,
-                [r.key for r in receipts], [r.fingerprint for r in receipts],
-                [r.status for r in receipts], [Jsonb(r.body) for r in receipts], key_saves,
-                self._lock_timeout,
-            ), prepare=True)
+        with self._connect() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(self._statement, group_params(group, self._lock_timeout), prepare=True)
             rows = curs.fetchall()
-        ids: dict[int, list[int]] = {}
-        for row in rows:
-            n, outcome = int(row["save_no"]), row["outcome"]
-            if outcome == "ok":
-                ids.setdefault(n, []).append(int(row["notification_id"]))
-            elif not group[n].done.done():
-                group[n].done.set_exception(
-                    RecordConflictError(f"save {n} of the group: a version was stored first")
-                    if outcome == "version" else
-                    DuplicateReceiptError("a receipt of this save was written first"))
-        return dict(ids)
+        ids, refused = group_outcomes(rows)
+        for n, error in refused.items():
+            if not group[n].done.done():
+                group[n].done.set_exception(error)
+        return ids
+
+
+def group_params(group: Sequence[Save], lock_timeout: str) -> tuple[Any, ...]:
+    """The arguments of ``reserves_save_group`` for ``group``: the events and receipts of every
+    save, each tagged with its save's index."""
+    events = [e for save in group for e in save.events]
+    event_saves = [n for n, save in enumerate(group) for _ in save.events]
+    correlations = [save.correlation_id for save in group for _ in save.events]
+    receipts = [r for save in group for r in save.receipts]
+    key_saves = [n for n, save in enumerate(group) for _ in save.receipts]
+    return (
+        [e.originator_id for e in events], [e.originator_version for e in events],
+        [e.topic for e in events], [e.state for e in events], event_saves, correlations,
+        [r.key for r in receipts], [r.fingerprint for r in receipts],
+        [r.status for r in receipts], [Jsonb(r.body) for r in receipts], key_saves,
+        lock_timeout,
+    )
+
+
+def group_outcomes(rows: Sequence[Any]
+                   ) -> tuple[dict[int, Sequence[int]], dict[int, Exception]]:
+    """``reserves_save_group``'s rows (save_no, outcome, notification_id) read back: the
+    notification ids of each saved save, and the error of each refused one, by index."""
+    ids: dict[int, list[int]] = {}
+    refused: dict[int, Exception] = {}
+    for save_no, outcome, notification_id in rows:
+        n = int(save_no)
+        if outcome == "ok":
+            ids.setdefault(n, []).append(int(notification_id))
+        elif n not in refused:
+            refused[n] = (
+                RecordConflictError(f"save {n} of the group: a version was stored first")
+                if outcome == "version" else
+                DuplicateReceiptError("a receipt of this save was written first"))
+    return dict(ids), refused
+
+
+class AsyncGroupWriter:
+    """The :class:`GroupWriter` on an event loop, for callers on that loop (the HTTP API's
+    commands): one task takes every save queued while it was writing and writes them with the
+    same statement, on a connection of ``pool``. No thread: a save costs its caller no wake-up
+    of another thread, only the statement's round trip, shared with the group.
+
+    Both writers can run at once (the API's saves here, the consumers' through the threads'
+    writer): the events table's lock orders their groups, as it orders any two writers."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], statement: Any, *,
+                 lock_timeout: str = "10s", max_items: int = 256,
+                 max_events: int = 20_000) -> None:
+        self._pool = pool
+        self._statement = statement
+        self._lock_timeout = lock_timeout
+        self.max_items = max_items
+        self.max_events = max_events
+        self._queue: asyncio.Queue[tuple[Save, asyncio.Future[Sequence[int]]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._held: tuple[Save, asyncio.Future[Sequence[int]]] | None = None
+        self._closed = False
+        self.groups = 0  # groups written, and saves in them: for tests and metrics
+        self.saves = 0
+
+    async def submit(self, save: Save) -> Sequence[int]:
+        """Queues ``save`` and waits for its own outcome (notification ids, or the error).
+        A caller that is cancelled while it waits does not take its save back: the group it
+        is in is written or refused as a whole, like a request whose client went away."""
+        if self._closed:
+            raise RuntimeError("the event store was closed")
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="group-writer")
+        done: asyncio.Future[Sequence[int]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((save, done))
+        return await asyncio.shield(done)
+
+    async def close(self) -> None:
+        """Writes what is queued, then stops."""
+        self._closed = True
+        if self._task is not None:
+            self._queue.put_nowait((Save(()), asyncio.get_running_loop().create_future()))
+            await self._task
+
+    async def _run(self) -> None:
+        while True:
+            group = await self._take()
+            try:
+                await self._write(group)
+            except BaseException as e:
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(e)
+                if isinstance(e, asyncio.CancelledError):
+                    raise
+            if self._closed and self._queue.empty() and self._held is None:
+                return
+
+    async def _take(self) -> list[tuple[Save, asyncio.Future[Sequence[int]]]]:
+        """Waits for the first save, then takes what else has queued meanwhile."""
+        first = self._held or await self._queue.get()
+        self._held = None
+        group, events = [first], len(first[0].events)
+        while len(group) < self.max_items and events < self.max_events:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            if events + len(item[0].events) > self.max_events:
+                self._held = item  # starts the next group
+                break
+            group.append(item)
+            events += len(item[0].events)
+        return group
+
+    async def _write(self, group: list[tuple[Save, asyncio.Future[Sequence[int]]]]) -> None:
+        saves = [save for save, _ in group if save.events or save.receipts]
+        try:
+            ids, refused = await self._write_group(saves)
+        except psycopg.IntegrityError:
+            if len(saves) <= 1:
+                raise
+            log.warning("a group of %d saves failed a constraint; writing them one by one",
+                        len(saves))
+            await self._one_by_one(group)
+            return
+        self._finish(group, ids, refused)
+
+    async def _one_by_one(self, group: list[tuple[Save, asyncio.Future[Sequence[int]]]]
+                          ) -> None:
+        for item in group:
+            try:
+                ids, refused = await self._write_group([item[0]])
+            except Exception as e:
+                if not item[1].done():
+                    item[1].set_exception(e)
+                continue
+            self._finish([item], ids, refused)
+
+    def _finish(self, group: list[tuple[Save, asyncio.Future[Sequence[int]]]],
+                ids: dict[int, Sequence[int]], refused: dict[int, Exception]) -> None:
+        self.groups += 1
+        n = 0
+        for save, done in group:
+            if not (save.events or save.receipts):
+                if not done.done():
+                    done.set_result(())
+                continue
+            if not done.done():
+                if n in refused:
+                    done.set_exception(refused[n])
+                else:
+                    done.set_result(ids.get(n, ()))
+            n += 1
+            self.saves += 1
+
+    async def _write_group(self, saves: Sequence[Save]
+                           ) -> tuple[dict[int, Sequence[int]], dict[int, Exception]]:
+        if not saves:
+            return {}, {}
+        async with self._pool.connection() as conn, conn.cursor() as curs:
+            await curs.execute(self._statement, group_params(saves, self._lock_timeout),
+                               prepare=True)
+            return group_outcomes(await curs.fetchall())
