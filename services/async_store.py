@@ -65,12 +65,13 @@ def _quick_retry(func: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Corou
 class AsyncStore:
     """Loads and saves aggregates for commands awaited on one event loop."""
 
-    def __init__(self, store: ReserveStore, conninfo: str, *, max_size: int = 16) -> None:
+    def __init__(self, store: ReserveStore, conninfo: str, *, max_size: int = 16,
+                 timeout: float = 3.0) -> None:
         self.store = store
         recorder = store.reserves_recorder
         self.recorder = recorder
         self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            conninfo, min_size=1, max_size=max_size, open=False, timeout=3.0,
+            conninfo, min_size=1, max_size=max_size, open=False, timeout=timeout,
             kwargs={"autocommit": True, "connect_timeout": 3})
         self.writer = AsyncGroupWriter(self.pool, recorder.save_group_sql,
                                        lock_timeout=recorder.lock_timeout)

@@ -251,7 +251,7 @@ class AsyncGroupWriter:
         is in is written or refused as a whole, like a request whose client went away."""
         if self._closed:
             raise RuntimeError("the event store was closed")
-        if self._task is None:
+        if self._task is None or self._task.done():  # not started, or cancelled with its loop
             self._task = asyncio.create_task(self._run(), name="group-writer")
         done: asyncio.Future[Sequence[int]] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((save, done))

@@ -11,15 +11,17 @@ from uuid import uuid4
 
 import pytest
 from eventsourcing.persistence import RecordConflictError, StoredEvent
+from fastapi.testclient import TestClient
 
 from domain import commands as c
+from handlers.http_api import UNAVAILABLE, create_http_app
 from handlers.outcome import Outcome
 from handlers.wire import parse_erp_body
 from services.async_store import AsyncStore
 from services.eventstore import DuplicateReceiptError, Receipt
 from services.group_commit import Save
 from services.runtime import Core
-from tests.support import SKU, WAREHOUSE, seed_facts, uid
+from tests.support import SKU, WAREHOUSE, auth, seed_facts, uid
 
 pytestmark = pytest.mark.integration
 
@@ -125,6 +127,65 @@ async def test_a_group_that_fails_fails_its_callers_and_the_writer_goes_on(
     finally:
         store.writer._write_group = original  # type: ignore[method-assign]
     assert await store.writer.submit(Save([_event(uuid4(), 1)]))
+
+
+async def test_a_writer_whose_task_was_cancelled_starts_another_for_the_next_save(
+        store: AsyncStore) -> None:
+    assert await store.writer.submit(Save([_event(uuid4(), 1)]))
+    task = store.writer._task
+    assert task is not None
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.wait_for(store.writer.submit(Save([_event(uuid4(), 1)])), 10)
+    assert store.writer._task is not task
+
+
+async def test_a_closed_store_refuses_saves_instead_of_leaving_them_waiting(
+        core: Core) -> None:
+    store = AsyncStore(core.store, core.database_url)
+    await store.open()
+    assert await store.writer.submit(Save([_event(uuid4(), 1)]))
+    await store.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await store.writer.submit(Save([_event(uuid4(), 1)]))
+
+
+async def test_an_unreachable_database_is_an_error_the_api_answers_with_503(
+        core: Core) -> None:
+    store = AsyncStore(core.store, "postgresql://postgres@127.0.0.1:1/none", timeout=0.3)
+    await store.open()
+    try:
+        with pytest.raises(UNAVAILABLE):
+            await core.commands.execute_async(c.GiveReserve(str(uuid4())), "petrova", None,
+                                              store)
+    finally:
+        await store.close()
+
+
+def test_the_api_awaits_commands_on_its_loop_and_without_a_lifespan_on_a_thread(
+        core: Core, monkeypatch: pytest.MonkeyPatch) -> None:
+    triples = _seeded(core, 2)
+    app = create_http_app(core)
+    calls: list[str] = []
+    execute, execute_async = core.commands.execute, core.commands.execute_async
+
+    def on_thread(*args: Any) -> Outcome:
+        calls.append("thread")
+        return execute(*args)
+
+    async def on_loop(*args: Any) -> Outcome:
+        calls.append("loop")
+        return await execute_async(*args)
+
+    monkeypatch.setattr(core.commands, "execute", on_thread)
+    monkeypatch.setattr(core.commands, "execute_async", on_loop)
+    with TestClient(app) as client:  # the lifespan runs: a store on the client's loop
+        given = client.post(f"/v1/reserve-requests/{triples[0][2]}/give", headers=auth("petrova"))
+    bare = TestClient(app)  # no lifespan: no store on that loop
+    given_too = bare.post(f"/v1/reserve-requests/{triples[1][2]}/give", headers=auth("petrova"))
+    assert (given.status_code, given_too.status_code) == (200, 200), (given.text, given_too.text)
+    assert calls == ["loop", "thread"]
 
 
 async def test_concurrent_gives_on_the_loop_are_grouped_and_each_answered(
