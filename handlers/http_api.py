@@ -107,9 +107,10 @@ class CommandStores:
         commands = getattr(self._services, "commands", None)
         url = getattr(self._services, "database_url", None)
         if loop not in self._by_loop and commands is not None and url is not None:
-            store = AsyncStore(commands.store, url)
+            # kept before it opens, so that close() closes it even if opening was interrupted:
+            # an async pool left open while its loop ends can hang that loop's shutdown
+            store = self._by_loop[loop] = AsyncStore(commands.store, url)
             await store.open()
-            self._by_loop[loop] = store
 
     def current(self) -> AsyncStore | None:
         return self._by_loop.get(asyncio.get_running_loop())

@@ -80,8 +80,12 @@ class AsyncStore:
         await self.pool.open()
 
     async def close(self) -> None:
-        await self.writer.close()
-        await self.pool.close()
+        """Writes what is queued, then closes the pool (always: a pool left open while its
+        loop ends can hang that loop's shutdown)."""
+        try:
+            await self.writer.close()
+        finally:
+            await self.pool.close()
 
     # -- loading ----------------------------------------------------------------------------
 

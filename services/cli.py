@@ -123,8 +123,8 @@ async def _serve(settings: Settings, roles: frozenset[str]) -> None:
         console.print("Press Ctrl-C to stop.")
         if "api" in roles:
             # the commands' reads and writes on this loop (handlers/http_api.py, CommandStores)
-            await app.state.command_stores.start()
             try:
+                await app.state.command_stores.start()
                 await server.serve()
             finally:
                 await app.state.command_stores.close()
