@@ -25,6 +25,7 @@ from uuid import UUID
 
 import psycopg
 from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import StoredEvent
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -62,6 +63,65 @@ def _quick_retry(func: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Corou
     return call
 
 
+Stored = dict[UUID, list[StoredEvent]]
+
+
+class LoadBatcher:
+    """Concurrent loads merged into one query: while ``max_in_flight`` queries are running,
+    the loads asked for meanwhile wait and then go together, as one ``= ANY(ids)`` statement
+    (group commit's idea, for reads). Alone, a load goes at once. Each caller gets the stored
+    events of its own aggregates, from which it rebuilds objects of its own: two commands
+    never share an aggregate.
+
+    One query in flight merged the most and did best (quick serve runs at 32 clients: 492 and
+    550 gives/s with one, 464 and 484 with two, 439 and 445 with four, 371 and 382 without
+    merging; docs/performance.md)."""
+
+    def __init__(self, query: Callable[[list[UUID]], Coroutine[Any, Any, Stored]],
+                 max_in_flight: int = 1) -> None:
+        self._query = query
+        self.max_in_flight = max_in_flight
+        self._waiting: list[tuple[Sequence[UUID], asyncio.Future[Stored]]] = []
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.queries = 0  # statements run, and loads answered: for tests and metrics
+        self.loads = 0
+
+    async def load(self, ids: Sequence[UUID]) -> Stored:
+        done: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
+        self._waiting.append((ids, done))
+        if self._in_flight < self.max_in_flight:
+            self._start()
+        return await done
+
+    def _start(self) -> None:
+        batch, self._waiting = self._waiting, []
+        self._in_flight += 1
+        task = asyncio.create_task(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[tuple[Sequence[UUID], asyncio.Future[Stored]]]) -> None:
+        try:
+            wanted = list(dict.fromkeys(i for ids, _ in batch for i in ids))
+            stored = await self._query(wanted)
+            self.queries += 1
+            for ids, done in batch:
+                if not done.done():
+                    done.set_result({i: stored[i] for i in ids if i in stored})
+                    self.loads += 1
+        except BaseException as e:
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(e)
+            if isinstance(e, asyncio.CancelledError):
+                raise
+        finally:
+            self._in_flight -= 1
+            if self._waiting and self._in_flight < self.max_in_flight:
+                self._start()
+
+
 class AsyncStore:
     """Loads and saves aggregates for commands awaited on one event loop."""
 
@@ -75,6 +135,7 @@ class AsyncStore:
             kwargs={"autocommit": True, "connect_timeout": 3})
         self.writer = AsyncGroupWriter(self.pool, recorder.save_group_sql,
                                        lock_timeout=recorder.lock_timeout)
+        self.loads = LoadBatcher(self._select_events_of)
 
     async def open(self) -> None:
         await self.pool.open()
@@ -89,12 +150,15 @@ class AsyncStore:
 
     # -- loading ----------------------------------------------------------------------------
 
+    async def _select_events_of(self, ids: list[UUID]) -> Stored:
+        async with self.pool.connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            await curs.execute(self.recorder.select_events_of_sql, (ids,), prepare=True)
+            return dict(events_by_aggregate(await curs.fetchall()))
+
     @_quick_retry
     async def _load(self, ids: Sequence[UUID]) -> dict[UUID, Aggregate]:
-        async with self.pool.connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
-            await curs.execute(self.recorder.select_events_of_sql, (list(ids),), prepare=True)
-            rows = await curs.fetchall()
-        return self.store.aggregates_of(events_by_aggregate(rows))
+        stored = await self.loads.load(ids)
+        return self.store.aggregates_of((i, stored[i]) for i in ids if i in stored)
 
     async def get_request(self, request_id: str) -> ReserveRequest:
         uid = request_id_uuid(request_id)

@@ -14,6 +14,7 @@ from eventsourcing.persistence import RecordConflictError, StoredEvent
 from fastapi.testclient import TestClient
 
 from domain import commands as c
+from domain.errors import OrderNotFoundError
 from handlers.http_api import UNAVAILABLE, create_http_app
 from handlers.outcome import Outcome
 from handlers.wire import parse_erp_body
@@ -186,6 +187,47 @@ def test_the_api_awaits_commands_on_its_loop_and_without_a_lifespan_on_a_thread(
     given_too = bare.post(f"/v1/reserve-requests/{triples[1][2]}/give", headers=auth("petrova"))
     assert (given.status_code, given_too.status_code) == (200, 200), (given.text, given_too.text)
     assert calls == ["loop", "thread"]
+
+
+async def test_loads_asked_while_one_runs_go_together_and_each_gets_its_own_objects(
+        core: Core, store: AsyncStore) -> None:
+    triples = await asyncio.to_thread(_seeded, core, 6)
+    owners = [owner for owner, _, _ in triples]
+    queries, loads = store.loads.queries, store.loads.loads
+    # one order in every load, the first order in all of them: six loads, merged
+    answers = await asyncio.gather(*(store.get_orders(owners[0], o) for o in owners))
+    assert store.loads.loads - loads == 6
+    assert store.loads.queries - queries < 6, "no load was merged with another"
+    for answer, owner in zip(answers, owners, strict=True):
+        assert [o.order_id for o in answer] == [owners[0], owner]
+        assert answer[1].held(WAREHOUSE, SKU) == 8
+    firsts = [answer[0] for answer in answers]
+    assert len({id(o) for o in firsts}) == len(firsts)  # never one object for two callers
+    with pytest.raises(OrderNotFoundError):
+        await store.get_orders(owners[0], uid("none-"))
+
+
+async def test_a_failed_load_fails_its_batch_and_the_next_load_runs(store: AsyncStore,
+                                                                     core: Core) -> None:
+    triples = await asyncio.to_thread(_seeded, core, 1)
+    original = store.loads._query
+    calls = 0
+
+    async def broken(ids: list[Any]) -> Any:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("the query failed")
+
+    store.loads._query = broken
+    try:
+        outcomes = await asyncio.gather(*(store.get_orders(triples[0][0]) for _ in range(3)),
+                                        return_exceptions=True)
+    finally:
+        store.loads._query = original
+    assert all(isinstance(o, RuntimeError) for o in outcomes), outcomes
+    assert calls <= 2  # the first alone, the two asked meanwhile together
+    [order] = await store.get_orders(triples[0][0])
+    assert order.held(WAREHOUSE, SKU) == 8
 
 
 async def test_concurrent_gives_on_the_loop_are_grouped_and_each_answered(
