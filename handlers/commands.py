@@ -73,6 +73,7 @@ class Backoff:
 
 Op = LoadRequest | LoadOrders | ReadReceipt | StoreRefusal | SaveAll | Backoff
 Flow = Generator[Op, Any, T]
+Step = tuple[Any, Exception | None]  # an operation's result, or the error it raised
 
 
 class AsyncStoreProtocol(Protocol):
@@ -115,35 +116,25 @@ class CommandHandler:
         """Runs ``command`` for ``actor`` on this thread. With ``key``, a repeat returns the
         first outcome."""
         flow = self._flow(command, actor, key)
-        result: Any = None
-        error: BaseException | None = None
-        while True:
+        step: Step = (None, None)
+        while not isinstance(op := _advance(flow, step), Outcome):
             try:
-                op = flow.send(result) if error is None else flow.throw(error)
-            except StopIteration as done:
-                return cast(Outcome, done.value)
-            result, error = None, None
-            try:
-                result = self._perform(op)
+                step = (self._perform(op), None)
             except Exception as e:
-                error = e
+                step = (None, e)
+        return op
 
     async def execute_async(self, command: c.Command, actor: str, key: str | None,
                             store: AsyncStoreProtocol) -> Outcome:
         """:meth:`execute` with its reads and writes awaited on ``store``'s event loop."""
         flow = self._flow(command, actor, key)
-        result: Any = None
-        error: BaseException | None = None
-        while True:
+        step: Step = (None, None)
+        while not isinstance(op := _advance(flow, step), Outcome):
             try:
-                op = flow.send(result) if error is None else flow.throw(error)
-            except StopIteration as done:
-                return cast(Outcome, done.value)
-            result, error = None, None
-            try:
-                result = await _perform_async(op, store)
+                step = (await _perform_async(op, store), None)
             except Exception as e:
-                error = e
+                step = (None, e)
+        return op
 
     def _perform(self, op: Op) -> Any:
         store = self.store
@@ -238,6 +229,16 @@ class CommandHandler:
         request = yield LoadRequest(cmd.request_id)
         request.expire(self.clock())
         return Outcome(200, {"request_id": request.request_id, "status": request.status}), [request]
+
+
+def _advance(flow: Flow[Outcome], step: Step) -> Op | Outcome:
+    """Sends ``flow`` the result of its last operation, or throws it that operation's error;
+    returns its next operation, or its outcome once it has ended."""
+    result, error = step
+    try:
+        return flow.send(result) if error is None else flow.throw(error)
+    except StopIteration as done:
+        return cast(Outcome, done.value)
 
 
 async def _perform_async(op: Op, store: AsyncStoreProtocol) -> Any:

@@ -41,7 +41,7 @@ from services.eventstore import (
     request_among,
     request_id_uuid,
 )
-from services.group_commit import AsyncGroupWriter
+from services.group_commit import AsyncGroupWriter, fail_waiting
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -111,11 +111,7 @@ class LoadBatcher:
                     done.set_result({i: stored[i] for i in ids if i in stored})
                     self.loads += 1
         except BaseException as e:
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(e)
-            if isinstance(e, asyncio.CancelledError):
-                raise
+            fail_waiting((done for _, done in batch), e)
         finally:
             self._in_flight -= 1
             if self._waiting and self._in_flight < self.max_in_flight:

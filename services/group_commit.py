@@ -31,7 +31,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -270,11 +270,7 @@ class AsyncGroupWriter:
             try:
                 await self._write(group)
             except BaseException as e:
-                for _, done in group:
-                    if not done.done():
-                        done.set_exception(e)
-                if isinstance(e, asyncio.CancelledError):
-                    raise
+                fail_waiting((done for _, done in group), e)
             if self._closed and self._queue.empty() and self._held is None:
                 return
 
@@ -344,3 +340,13 @@ class AsyncGroupWriter:
             await curs.execute(self._statement, group_params(saves, self._lock_timeout),
                                prepare=True)
             return group_outcomes(await curs.fetchall())
+
+
+def fail_waiting(waiting: Iterable[asyncio.Future[Any]], error: BaseException) -> None:
+    """Gives ``error`` to every future still waiting; raises it again if it is a cancellation
+    (the task that called this is being cancelled: it must end)."""
+    for done in waiting:
+        if not done.done():
+            done.set_exception(error)
+    if isinstance(error, asyncio.CancelledError):
+        raise error
