@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from eventsourcing.persistence import IntegrityError, RecordConflictError, StoredEvent
@@ -131,21 +131,18 @@ class GroupWriter:
         self._held = None
         if first is None:
             return None
-        group, events = [first], len(first.events)
-        while len(group) < self.max_items and events < self.max_events:
-            try:
-                nxt = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if nxt is None:
-                self._queue.put(None)  # close after this group
-                break
-            if events + len(nxt.events) > self.max_events:
-                self._held = nxt  # starts the next group
-                break
-            group.append(nxt)
-            events += len(nxt.events)
+        group, self._held = fill_group(first, self._queued, lambda save: len(save.events),
+                                       self.max_items, self.max_events)
         return group
+
+    def _queued(self) -> Save | None:
+        try:
+            nxt = self._queue.get_nowait()
+        except queue.Empty:
+            return None
+        if nxt is None:
+            self._queue.put(None)  # close after this group
+        return nxt
 
     def _write(self, group: list[Save]) -> None:
         try:
@@ -186,6 +183,26 @@ class GroupWriter:
         return ids
 
 
+Item = TypeVar("Item")
+
+
+def fill_group(first: Item, queued: Callable[[], Item | None], events_of: Callable[[Item], int],
+               max_items: int, max_events: int) -> tuple[list[Item], Item | None]:
+    """A group: ``first``, then what ``queued`` hands over (None: nothing more for now), up to
+    ``max_items`` saves and ``max_events`` events. Returns it and the save that would have
+    passed ``max_events``, which starts the next group."""
+    group, events = [first], events_of(first)
+    while len(group) < max_items and events < max_events:
+        item = queued()
+        if item is None:
+            break
+        if events + events_of(item) > max_events:
+            return group, item
+        group.append(item)
+        events += events_of(item)
+    return group, None
+
+
 def group_params(group: Sequence[Save], lock_timeout: str) -> tuple[Any, ...]:
     """The arguments of ``reserves_save_group`` for ``group``: the events and receipts of every
     save, each tagged with its save's index."""
@@ -221,6 +238,9 @@ def group_outcomes(rows: Sequence[Any]
     return dict(ids), refused
 
 
+Waiting = tuple[Save, "asyncio.Future[Sequence[int]]"]  # a save and its caller's answer
+
+
 class AsyncGroupWriter:
     """The :class:`GroupWriter` on an event loop, for callers on that loop (the HTTP API's
     commands): one task takes every save queued while it was writing and writes them with the
@@ -238,9 +258,9 @@ class AsyncGroupWriter:
         self._lock_timeout = lock_timeout
         self.max_items = max_items
         self.max_events = max_events
-        self._queue: asyncio.Queue[tuple[Save, asyncio.Future[Sequence[int]]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[Waiting | None] = asyncio.Queue()  # None: close
         self._task: asyncio.Task[None] | None = None
-        self._held: tuple[Save, asyncio.Future[Sequence[int]]] | None = None
+        self._held: Waiting | None = None
         self._closed = False
         self.groups = 0  # groups written, and saves in them: for tests and metrics
         self.saves = 0
@@ -260,39 +280,38 @@ class AsyncGroupWriter:
     async def close(self) -> None:
         """Writes what is queued, then stops."""
         self._closed = True
-        if self._task is not None:
-            self._queue.put_nowait((Save(()), asyncio.get_running_loop().create_future()))
+        if self._task is not None and not self._task.done():
+            self._queue.put_nowait(None)
             await self._task
 
     async def _run(self) -> None:
-        while True:
-            group = await self._take()
+        while (group := await self._take()) is not None:
             try:
                 await self._write(group)
             except BaseException as e:
                 fail_waiting((done for _, done in group), e)
-            if self._closed and self._queue.empty() and self._held is None:
-                return
 
-    async def _take(self) -> list[tuple[Save, asyncio.Future[Sequence[int]]]]:
+    async def _take(self) -> list[Waiting] | None:
         """Waits for the first save, then takes what else has queued meanwhile."""
         first = self._held or await self._queue.get()
         self._held = None
-        group, events = [first], len(first[0].events)
-        while len(group) < self.max_items and events < self.max_events:
-            try:
-                item = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                break
-            if events + len(item[0].events) > self.max_events:
-                self._held = item  # starts the next group
-                break
-            group.append(item)
-            events += len(item[0].events)
+        if first is None:
+            return None
+        group, self._held = fill_group(first, self._queued, lambda item: len(item[0].events),
+                                       self.max_items, self.max_events)
         return group
 
-    async def _write(self, group: list[tuple[Save, asyncio.Future[Sequence[int]]]]) -> None:
-        saves = [save for save, _ in group if save.events or save.receipts]
+    def _queued(self) -> Waiting | None:
+        try:
+            item = self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+        if item is None:
+            self._queue.put_nowait(None)  # close after this group
+        return item
+
+    async def _write(self, group: list[Waiting]) -> None:
+        saves = [save for save, _ in group]
         try:
             ids, refused = await self._write_group(saves)
         except psycopg.IntegrityError:
@@ -304,8 +323,7 @@ class AsyncGroupWriter:
             return
         self._finish(group, ids, refused)
 
-    async def _one_by_one(self, group: list[tuple[Save, asyncio.Future[Sequence[int]]]]
-                          ) -> None:
+    async def _one_by_one(self, group: list[Waiting]) -> None:
         for item in group:
             try:
                 ids, refused = await self._write_group([item[0]])
@@ -315,27 +333,19 @@ class AsyncGroupWriter:
                 continue
             self._finish([item], ids, refused)
 
-    def _finish(self, group: list[tuple[Save, asyncio.Future[Sequence[int]]]],
-                ids: dict[int, Sequence[int]], refused: dict[int, Exception]) -> None:
+    def _finish(self, group: list[Waiting], ids: dict[int, Sequence[int]],
+                refused: dict[int, Exception]) -> None:
         self.groups += 1
-        n = 0
-        for save, done in group:
-            if not (save.events or save.receipts):
-                if not done.done():
-                    done.set_result(())
-                continue
+        self.saves += len(group)
+        for n, (_, done) in enumerate(group):
             if not done.done():
                 if n in refused:
                     done.set_exception(refused[n])
                 else:
                     done.set_result(ids.get(n, ()))
-            n += 1
-            self.saves += 1
 
     async def _write_group(self, saves: Sequence[Save]
                            ) -> tuple[dict[int, Sequence[int]], dict[int, Exception]]:
-        if not saves:
-            return {}, {}
         async with self._pool.connection() as conn, conn.cursor() as curs:
             await curs.execute(self._statement, group_params(saves, self._lock_timeout),
                                prepare=True)
