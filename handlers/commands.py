@@ -39,31 +39,48 @@ def utcnow() -> datetime:
 # these and is sent their results (or thrown their errors); :meth:`CommandHandler.execute`
 # performs them on the calling thread's connections, :meth:`CommandHandler.execute_async` on
 # an event loop's (services/async_store.py). Neither can change what a command does.
+# Each store operation's ``on`` calls the method of that name, which both stores have: on
+# ReserveStore it returns the result, on AsyncStore a coroutine of it.
 
 @dataclass(frozen=True, slots=True)
 class LoadRequest:
     request_id: str
+
+    def on(self, store: Any) -> Any:
+        return store.get_request(self.request_id)
 
 
 @dataclass(frozen=True, slots=True)
 class LoadOrders:
     order_ids: tuple[str, ...]
 
+    def on(self, store: Any) -> Any:
+        return store.get_orders(*self.order_ids)
+
 
 @dataclass(frozen=True, slots=True)
 class ReadReceipt:
     key: str
+
+    def on(self, store: Any) -> Any:
+        return store.receipt(self.key)
 
 
 @dataclass(frozen=True, slots=True)
 class StoreRefusal:
     receipt: Receipt
 
+    def on(self, store: Any) -> Any:
+        return store.store_refusal(self.receipt)
+
 
 @dataclass(frozen=True, slots=True)
 class SaveAll:
     aggregates: list[Aggregate]
     receipts: list[Receipt]
+
+    def on(self, store: Any) -> Any:
+        return store.save_all(self.aggregates, self.receipts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,19 +154,9 @@ class CommandHandler:
         return op
 
     def _perform(self, op: Op) -> Any:
-        store = self.store
-        if isinstance(op, LoadRequest):
-            return store.get_request(op.request_id)
-        if isinstance(op, LoadOrders):
-            return store.get_orders(*op.order_ids)
-        if isinstance(op, SaveAll):
-            return store.save_all(op.aggregates, op.receipts)
-        if isinstance(op, ReadReceipt):
-            return store.receipt(op.key)
-        if isinstance(op, StoreRefusal):
-            return store.store_refusal(op.receipt)
-        time.sleep(op.seconds)
-        return None
+        if isinstance(op, Backoff):
+            return time.sleep(op.seconds)
+        return op.on(self.store)
 
     def _flow(self, command: c.Command, actor: str, key: str | None) -> Flow[Outcome]:
         """Loads, decides and saves, again from a fresh load when a concurrent writer won the
@@ -242,15 +249,6 @@ def _advance(flow: Flow[Outcome], step: Step) -> Op | Outcome:
 
 
 async def _perform_async(op: Op, store: AsyncStoreProtocol) -> Any:
-    if isinstance(op, LoadRequest):
-        return await store.get_request(op.request_id)
-    if isinstance(op, LoadOrders):
-        return await store.get_orders(*op.order_ids)
-    if isinstance(op, SaveAll):
-        return await store.save_all(op.aggregates, op.receipts)
-    if isinstance(op, ReadReceipt):
-        return await store.receipt(op.key)
-    if isinstance(op, StoreRefusal):
-        return await store.store_refusal(op.receipt)
-    await asyncio.sleep(op.seconds)
-    return None
+    if isinstance(op, Backoff):
+        return await asyncio.sleep(op.seconds)
+    return await op.on(store)

@@ -35,13 +35,13 @@ from domain.request import ReserveRequest
 from services.eventstore import (
     Receipt,
     ReserveStore,
+    as_request,
     events_by_aggregate,
     orders_among,
     receipts_by_key,
-    request_among,
     request_id_uuid,
 )
-from services.group_commit import AsyncGroupWriter, fail_waiting
+from services.group_commit import AsyncGroupWriter, Save, fail_waiting
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -158,7 +158,8 @@ class AsyncStore:
 
     async def get_request(self, request_id: str) -> ReserveRequest:
         uid = request_id_uuid(request_id)
-        return request_among({} if uid is None else await self._load([uid]), request_id)
+        return as_request(None if uid is None else (await self._load([uid])).get(uid),
+                          request_id)
 
     async def get_orders(self, *order_ids: str) -> list[CustomerOrder]:
         return orders_among(await self._load([order_uuid(o) for o in order_ids]), order_ids)
@@ -181,7 +182,7 @@ class AsyncStore:
             return len(await curs.fetchall()) == 1
 
     @_quick_retry
-    async def _submit(self, save: Any) -> Sequence[int]:
+    async def _submit(self, save: Save) -> Sequence[int]:
         return await self.writer.submit(save)
 
     async def save_all(self, aggregates: Iterable[Aggregate],

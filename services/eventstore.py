@@ -238,13 +238,12 @@ def request_id_uuid(request_id: str) -> UUID | None:
         return None
 
 
-def request_among(found: Mapping[UUID, Aggregate | None], request_id: str) -> ReserveRequest:
-    """The request ``request_id`` among loaded aggregates; RequestNotFoundError if absent."""
-    uid = request_id_uuid(request_id)
-    request = None if uid is None else found.get(uid)
-    if not isinstance(request, ReserveRequest):
+def as_request(found: Aggregate | None, request_id: str) -> ReserveRequest:
+    """What was loaded for ``request_id``, as a request; RequestNotFoundError if nothing (or
+    no request) was."""
+    if not isinstance(found, ReserveRequest):
         raise errors.RequestNotFoundError(f"Reserve request {request_id!r} is unknown.")
-    return request
+    return found
 
 
 def orders_among(found: Mapping[UUID, Aggregate], order_ids: Sequence[str]) -> list[CustomerOrder]:
@@ -319,7 +318,7 @@ class ReserveStore(Application[UUID]):
 
     def get_request(self, request_id: str) -> ReserveRequest:
         uid = request_id_uuid(request_id)
-        return request_among({} if uid is None else {uid: self._find(uid)}, request_id)
+        return as_request(None if uid is None else self._find(uid), request_id)
 
     def find_request_by_key(self, request_key: str) -> ReserveRequest | None:
         return cast("ReserveRequest | None", self._find(request_uuid(request_key)))
