@@ -10,7 +10,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from eventsourcing.persistence import RecordConflictError, StoredEvent
+from eventsourcing.persistence import RecordConflictError
 from fastapi.testclient import TestClient
 
 from domain import commands as c
@@ -19,9 +19,15 @@ from handlers.http_api import UNAVAILABLE, create_http_app
 from handlers.outcome import Outcome
 from handlers.wire import parse_erp_body
 from services.async_store import AsyncStore
-from services.eventstore import DuplicateReceiptError, Receipt
+from services.eventstore import DuplicateReceiptError
 from services.group_commit import Save
 from services.runtime import Core
+from tests.integration.test_group_commit import (
+    check_mixed,
+    mixed_group,
+    probe_event,
+    probe_receipt,
+)
 from tests.support import SKU, WAREHOUSE, auth, seed_facts, uid
 
 pytestmark = pytest.mark.integration
@@ -33,15 +39,6 @@ async def store(core: Core) -> AsyncIterator[AsyncStore]:
     await s.open()
     yield s
     await s.close()
-
-
-def _event(originator: object, version: int) -> StoredEvent:
-    return StoredEvent(originator_id=originator, originator_version=version,  # type: ignore[arg-type]
-                       topic="tests:Probe", state=b"{}")
-
-
-def _receipt(key: str) -> Receipt:
-    return Receipt(key, "fp", 200, {"ok": True})
 
 
 def _seeded(core: Core, count: int) -> list[tuple[str, str, str]]:
@@ -71,7 +68,7 @@ async def _held_group(store: AsyncStore, saves: list[Save]) -> list[object]:
         return await original(group)
 
     writer._write_group = slow  # type: ignore[method-assign,assignment]
-    opener = asyncio.create_task(writer.submit(Save([_event(uuid4(), 1)])))
+    opener = asyncio.create_task(writer.submit(Save([probe_event(uuid4(), 1)])))
     await asyncio.wait_for(entered.wait(), 10)
     tasks = [asyncio.create_task(writer.submit(save)) for save in saves]
     while writer._queue.qsize() < len(saves):  # noqa: ASYNC110 - lets the new tasks run
@@ -84,34 +81,19 @@ async def _held_group(store: AsyncStore, saves: list[Save]) -> list[object]:
 async def test_a_group_on_the_loop_answers_each_save_on_its_own(
         core: Core, store: AsyncStore) -> None:
     recorder = core.store.reserves_recorder
-    stored = uuid4()
-    recorder.insert_events([_event(stored, 1)])
-    seen = uid("seen-")
-    assert recorder.insert_receipt(_receipt(seen))
-    fresh = [uuid4() for _ in range(4)]
-    dup, taken_back = uid("dup-"), uid("k-")
+    group = mixed_group(recorder)
+    seen, taken_back = uid("seen-"), uid("k-")
+    assert recorder.insert_receipt(probe_receipt(seen))
     groups_before = store.writer.groups
     outcomes = await _held_group(store, [
-        Save([_event(fresh[0], 1)], [_receipt(uid("k-"))]),
-        Save([_event(stored, 1)]),                       # version 1 was stored before
-        Save([_event(fresh[1], 1), _event(fresh[1], 2)]),
-        Save([_event(fresh[1], 2)]),                     # the save before took version 2
-        Save([_event(fresh[2], 1)], [_receipt(dup)]),
-        Save([_event(fresh[3], 1)], [_receipt(dup)]),  # same key as the save before
-        Save([_event(uuid4(), 1)], [_receipt(taken_back), _receipt(seen)]),  # seen before
+        *group.saves,
+        Save([probe_event(uuid4(), 1)], [probe_receipt(taken_back), probe_receipt(seen)]),
     ])
-    assert isinstance(outcomes[1], RecordConflictError)
-    assert isinstance(outcomes[3], RecordConflictError)
-    assert isinstance(outcomes[5], DuplicateReceiptError)
-    assert isinstance(outcomes[6], DuplicateReceiptError)
-    for n in (0, 2, 4):
-        assert isinstance(outcomes[n], list) and outcomes[n], outcomes[n]
-    assert len(outcomes[2]) == 2  # type: ignore[arg-type]
+    check_mixed(group, outcomes[:6], recorder)
+    assert isinstance(outcomes[6], DuplicateReceiptError)  # a key stored before
+    assert recorder.select_receipts([taken_back]) == {}
     # the opener alone, then the seven together: two groups, not eight transactions
     assert store.writer.groups - groups_before == 2
-    assert [len(recorder.select_events(a)) for a in fresh] == [1, 2, 1, 0]
-    assert recorder.select_receipts([dup])[dup].status == 200
-    assert recorder.select_receipts([taken_back]) == {}
 
 
 async def test_a_group_that_fails_fails_its_callers_and_the_writer_goes_on(
@@ -124,21 +106,21 @@ async def test_a_group_that_fails_fails_its_callers_and_the_writer_goes_on(
     store.writer._write_group = broken  # type: ignore[method-assign,assignment]
     try:
         with pytest.raises(RuntimeError):
-            await store.writer.submit(Save([_event(uuid4(), 1)]))
+            await store.writer.submit(Save([probe_event(uuid4(), 1)]))
     finally:
         store.writer._write_group = original  # type: ignore[method-assign]
-    assert await store.writer.submit(Save([_event(uuid4(), 1)]))
+    assert await store.writer.submit(Save([probe_event(uuid4(), 1)]))
 
 
 async def test_a_writer_whose_task_was_cancelled_starts_another_for_the_next_save(
         store: AsyncStore) -> None:
-    assert await store.writer.submit(Save([_event(uuid4(), 1)]))
+    assert await store.writer.submit(Save([probe_event(uuid4(), 1)]))
     task = store.writer._task
     assert task is not None
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await asyncio.wait_for(store.writer.submit(Save([_event(uuid4(), 1)])), 10)
+    assert await asyncio.wait_for(store.writer.submit(Save([probe_event(uuid4(), 1)])), 10)
     assert store.writer._task is not task
 
 
@@ -146,10 +128,10 @@ async def test_a_closed_store_refuses_saves_instead_of_leaving_them_waiting(
         core: Core) -> None:
     store = AsyncStore(core.store, core.database_url)
     await store.open()
-    assert await store.writer.submit(Save([_event(uuid4(), 1)]))
+    assert await store.writer.submit(Save([probe_event(uuid4(), 1)]))
     await store.close()
     with pytest.raises(RuntimeError, match="closed"):
-        await store.writer.submit(Save([_event(uuid4(), 1)]))
+        await store.writer.submit(Save([probe_event(uuid4(), 1)]))
 
 
 async def test_an_unreachable_database_is_an_error_the_api_answers_with_503(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from uuid import uuid4
+from dataclasses import dataclass
+from uuid import UUID, uuid4
 
 import pytest
 from eventsourcing.persistence import RecordConflictError, StoredEvent
@@ -18,12 +19,12 @@ from services.runtime import Core
 from tests.support import SKU, WAREHOUSE, seed_facts, uid
 
 
-def _event(originator: object, version: int) -> StoredEvent:
+def probe_event(originator: object, version: int) -> StoredEvent:
     return StoredEvent(originator_id=originator, originator_version=version,  # type: ignore[arg-type]
                        topic="tests:Probe", state=b"{}")
 
 
-def _receipt(key: str) -> Receipt:
+def probe_receipt(key: str) -> Receipt:
     return Receipt(key, "fp", 200, {"ok": True})
 
 
@@ -48,7 +49,7 @@ def _submit_all(recorder: ReservesRecorder, saves: list[Save]) -> list[object]:
     save's outcome (its notification ids or its exception), in order."""
     entered, release = _held(recorder)
     with ThreadPoolExecutor(len(saves) + 1) as pool:
-        opener = pool.submit(recorder.writer.submit, Save([_event(uuid4(), 1)]))
+        opener = pool.submit(recorder.writer.submit, Save([probe_event(uuid4(), 1)]))
         assert entered.wait(10), "the writer never took the first save"
         futures = []
         for save in saves:
@@ -74,42 +75,63 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     raise AssertionError("condition not reached")
 
 
-def test_a_conflict_fails_only_its_own_save(core: Core) -> None:
-    recorder = core.store.reserves_recorder
+@dataclass
+class MixedGroup:
+    """Six saves for one group, two refused for a version, one for a receipt key; the fresh
+    aggregates they write and the key two of them share. (The async writer's tests use it
+    too: both writers must answer it alike.)"""
+
+    saves: list[Save]
+    fresh: list[UUID]
+    dup: str
+
+
+def mixed_group(recorder: ReservesRecorder) -> MixedGroup:
     stored = uuid4()
-    recorder.insert_events([_event(stored, 1)])
-    groups_before = recorder.writer.groups
+    recorder.insert_events([probe_event(stored, 1)])
     fresh = [uuid4() for _ in range(4)]
     dup = uid("dup-")
-    outcomes = _submit_all(recorder, [
-        Save([_event(fresh[0], 1)], [_receipt(uid("k-"))]),
-        Save([_event(stored, 1)]),                       # version 1 was stored before
-        Save([_event(fresh[1], 1), _event(fresh[1], 2)]),
-        Save([_event(fresh[1], 2)]),                     # the save before took version 2
-        Save([_event(fresh[2], 1)], [_receipt(dup)]),
-        Save([_event(fresh[3], 1)], [_receipt(dup)]),  # same key as the save before
-    ])
+    return MixedGroup([
+        Save([probe_event(fresh[0], 1)], [probe_receipt(uid("k-"))]),
+        Save([probe_event(stored, 1)]),                       # version 1 was stored before
+        Save([probe_event(fresh[1], 1), probe_event(fresh[1], 2)]),
+        Save([probe_event(fresh[1], 2)]),                     # the save before took version 2
+        Save([probe_event(fresh[2], 1)], [probe_receipt(dup)]),
+        Save([probe_event(fresh[3], 1)], [probe_receipt(dup)]),  # same key as the save before
+    ], fresh, dup)
+
+
+def check_mixed(group: MixedGroup, outcomes: list[object], recorder: ReservesRecorder) -> None:
+    """Each of the six saves answered on its own, and only the accepted ones stored."""
     assert isinstance(outcomes[1], RecordConflictError)
     assert isinstance(outcomes[3], RecordConflictError)
     assert isinstance(outcomes[5], DuplicateReceiptError)
     for n in (0, 2, 4):
         assert isinstance(outcomes[n], list) and outcomes[n], outcomes[n]
     assert len(outcomes[2]) == 2  # type: ignore[arg-type]
+    assert [len(recorder.select_events(a)) for a in group.fresh] == [1, 2, 1, 0]
+    assert recorder.select_receipts([group.dup])[group.dup].status == 200
+
+
+def test_a_conflict_fails_only_its_own_save(core: Core) -> None:
+    recorder = core.store.reserves_recorder
+    group = mixed_group(recorder)
+    groups_before = recorder.writer.groups
+    outcomes = _submit_all(recorder, group.saves)
+    check_mixed(group, outcomes, recorder)
     # the opener alone, then the six together: two groups, not seven transactions
     assert recorder.writer.groups - groups_before == 2
-    assert [len(recorder.select_events(a)) for a in fresh] == [1, 2, 1, 0]
-    assert recorder.select_receipts([dup])[dup].status == 200
 
 
 def test_a_receipt_stored_before_takes_back_the_saves_other_receipts(core: Core) -> None:
     recorder = core.store.reserves_recorder
     seen = uid("seen-")
-    assert recorder.insert_receipt(_receipt(seen))
+    assert recorder.insert_receipt(probe_receipt(seen))
     other = uid("k-")
     refused = uuid4()
     outcomes = _submit_all(recorder, [
-        Save([_event(refused, 1)], [_receipt(other), _receipt(seen)]),
-        Save([_event(uuid4(), 1)], [_receipt(uid("k-"))]),
+        Save([probe_event(refused, 1)], [probe_receipt(other), probe_receipt(seen)]),
+        Save([probe_event(uuid4(), 1)], [probe_receipt(uid("k-"))]),
     ])
     assert isinstance(outcomes[0], DuplicateReceiptError)
     assert isinstance(outcomes[1], list)
@@ -127,10 +149,10 @@ def test_a_group_that_fails_to_commit_fails_every_caller(core: Core) -> None:
     recorder.writer._write_group = broken  # type: ignore[method-assign,assignment]
     try:
         with pytest.raises(RuntimeError):
-            recorder.writer.submit(Save([_event(uuid4(), 1)]))
+            recorder.writer.submit(Save([probe_event(uuid4(), 1)]))
     finally:
         recorder.writer._write_group = original  # type: ignore[method-assign]
-    assert recorder.writer.submit(Save([_event(uuid4(), 1)]))
+    assert recorder.writer.submit(Save([probe_event(uuid4(), 1)]))
 
 
 def test_concurrent_gives_are_grouped_and_each_answered(core: Core) -> None:
@@ -165,7 +187,7 @@ def test_concurrent_gives_are_grouped_and_each_answered(core: Core) -> None:
 
 def test_a_closed_writer_refuses_saves_instead_of_leaving_them_waiting(core: Core) -> None:
     recorder = core.store.reserves_recorder
-    assert recorder.writer.submit(Save([_event(uuid4(), 1)]))  # its thread is running
+    assert recorder.writer.submit(Save([probe_event(uuid4(), 1)]))  # its thread is running
     recorder.writer.close()
     with pytest.raises(RuntimeError, match="closed"):
-        recorder.writer.submit(Save([_event(uuid4(), 1)]))
+        recorder.writer.submit(Save([probe_event(uuid4(), 1)]))
