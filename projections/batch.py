@@ -144,7 +144,47 @@ def _upsert_sql(table: str, columns: tuple[str, ...], types: tuple[str, ...],
     ).as_bytes(None)
 
 
-def upsert(cur: Cursor[Any], table: str, columns: Sequence[str], types: Sequence[str],
+class Writes:
+    """Write statements nobody reads a result of, sent as one: each becomes a data-modifying
+    ``WITH`` query of a single statement, so a page's writes to every table cost one round
+    trip instead of one each (the live projector writes a handful of rows per run, where the
+    round trips are most of its cost).
+
+    It takes ``execute`` as a cursor does, so the writers below accept either. The parts run
+    on one snapshot and do not see each other's rows: only statements on different rows (or
+    tables) may go together, which holds for a projection's writes of one batch (each row is
+    written once, by one statement)."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._params: list[Any] = []
+
+    def execute(self, statement: bytes | str, params: Sequence[Any] = ()) -> None:
+        self._parts.append(statement.encode() if isinstance(statement, str) else statement)
+        self._params.extend(params)
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    def flush(self, cur: Cursor[Any]) -> None:
+        """Runs what was written so far, as one statement, on ``cur``."""
+        parts, params = self._parts, self._params
+        if not parts:
+            return
+        self._parts, self._params = [], []
+        if len(parts) == 1:
+            cur.execute(parts[0], params)
+            return
+        cur.execute(b"WITH " + b", ".join(b"w%d AS (%s)" % (i, part)
+                                          for i, part in enumerate(parts)) + b" SELECT 1",
+                    params)
+
+
+Target = Cursor[Any] | Writes
+"""Where a writer's statements go: at once (a cursor), or together later (:class:`Writes`)."""
+
+
+def upsert(cur: Target, table: str, columns: Sequence[str], types: Sequence[str],
            rows: Sequence[Sequence[Any]], *, conflict: Sequence[str],
            update: Sequence[str] = ()) -> None:
     """Writes ``rows`` with one statement, whatever their number (arrays and unnest)."""

@@ -16,7 +16,7 @@ from uuid import UUID
 
 from psycopg import Cursor
 
-from projections.batch import Item, insert_new, upsert
+from projections.batch import Item, Target, insert_new, upsert
 
 NAME = "orders"
 TABLES = ("rm_stock", "rm_orders", "rm_order_lines", "rm_reserves")
@@ -246,55 +246,57 @@ _STOCK_COLUMNS = ("warehouse", "sku", "on_hand", "reserved")
 _RESERVE_COLUMNS = ("warehouse", "sku", "order_id", "quantity")
 
 
-def _write(cur: Cursor[Any], state: _State, copy_new: bool) -> None:
-    """Writes the changed rows back: one statement per table (two with ``copy_new``: the new
-    rows with COPY, the others with an upsert)."""
+def _write(cur: Cursor[Any], out: Target, state: _State, copy_new: bool) -> None:
+    """Writes the changed rows back: one statement per table to ``out`` (and with
+    ``copy_new`` the new rows with COPY on ``cur``, at once)."""
     new_orders = state.new_orders
     orders = [(o["order_id"], agg, o["number"], o["date"], o["partner"], o["manager"],
                o["status"]) for agg in state.dirty_orders for o in (state.orders[agg],)]
     inserted, upserted = _split(orders, lambda r: r[0] in new_orders, copy_new)
     insert_new(cur, "rm_orders", _ORDER_COLUMNS, inserted)
-    upsert(cur, "rm_orders", _ORDER_COLUMNS,
+    upsert(out, "rm_orders", _ORDER_COLUMNS,
            ("text", "uuid", "text", "timestamp", "text", "text", "text"),
            upserted, conflict=("order_id",), update=("status",))
     lines = [(o, w, s, ln.position, ln.ordered, ln.reserved)
              for o, w, s in state.dirty_lines for ln in (state.lines[o][(w, s)],)]
     inserted, upserted = _split(lines, lambda r: r[0] in new_orders, copy_new)
     insert_new(cur, "rm_order_lines", _LINE_COLUMNS, inserted)
-    upsert(cur, "rm_order_lines", _LINE_COLUMNS,
+    upsert(out, "rm_order_lines", _LINE_COLUMNS,
            ("text", "text", "text", "int", "bigint", "bigint"), upserted,
            conflict=("order_id", "warehouse", "sku"), update=("reserved",))
     new_stock = state.new_stock
     stock = [(w, s, *state.stock[(w, s)]) for w, s in state.dirty_stock]
     inserted, upserted = _split(stock, lambda r: (r[0], r[1]) in new_stock, copy_new)
     insert_new(cur, "rm_stock", _STOCK_COLUMNS, inserted)
-    upsert(cur, "rm_stock", _STOCK_COLUMNS, ("text", "text", "bigint", "bigint"),
+    upsert(out, "rm_stock", _STOCK_COLUMNS, ("text", "text", "bigint", "bigint"),
            upserted, conflict=("warehouse", "sku"), update=("on_hand", "reserved"))
     kept = [(*k, q) for k in state.dirty_reserves if (q := state.reserves[k]) > 0]
     held = state.held
     inserted, upserted = _split(kept, lambda r: r[:3] not in held, copy_new)
     insert_new(cur, "rm_reserves", _RESERVE_COLUMNS, inserted)
-    upsert(cur, "rm_reserves", _RESERVE_COLUMNS, ("text", "text", "text", "bigint"), upserted,
+    upsert(out, "rm_reserves", _RESERVE_COLUMNS, ("text", "text", "text", "bigint"), upserted,
            conflict=("warehouse", "sku", "order_id"), update=("quantity",))
     gone = [k for k in state.dirty_reserves
             if state.reserves[k] <= 0 and (k in held or not copy_new)]
     if gone:
         ws, ss, os_ = zip(*gone, strict=True)
-        cur.execute(
+        out.execute(
             "DELETE FROM rm_reserves r USING unnest(%b::text[], %b::text[], %b::text[]) "
             "AS k(warehouse, sku, order_id) WHERE (r.warehouse, r.sku, r.order_id) = "
             "(k.warehouse, k.sku, k.order_id)", (list(ws), list(ss), list(os_)))
 
 
-def apply(cur: Cursor[Any], items: list[Item], cache: Cache | None = None) -> None:
+def apply(cur: Cursor[Any], items: list[Item], cache: Cache | None = None,
+          out: Target | None = None) -> None:
     """Applies a batch of this projection's events, in log order. With a ``cache`` (a replay,
-    which owns its tables) the rows the batch creates are inserted with COPY."""
+    which owns its tables) the rows the batch creates are inserted with COPY. The other writes
+    go to ``out`` (default: ``cur``, at once)."""
     if not items:
         return
     state = _load(cur, items, cache)
     handlers = _HANDLERS
     for _, event, type_name in items:
         handlers[type_name](state, event)
-    _write(cur, state, copy_new=cache is not None)
+    _write(cur, cur if out is None else out, state, copy_new=cache is not None)
     if cache is not None:
         cache.fill(state)

@@ -20,7 +20,7 @@ from psycopg import Connection, Cursor
 from psycopg_pool import ConnectionPool
 
 from projections import orders, requests
-from projections.batch import Item, read_page
+from projections.batch import Item, Target, Writes, read_page
 from services.eventstore import ReserveStore
 from services.tracing import correlation_ids, log_correlated
 
@@ -32,7 +32,7 @@ class Projection:
     name: str
     tables: tuple[str, ...]
     events: frozenset[str]
-    apply: Callable[[Cursor[Any], list[Item], Any], None]
+    apply: Callable[[Cursor[Any], list[Item], Any, Target], None]
     schema_file: str
     new_cache: Callable[[int], Any] = lambda capacity: None
 
@@ -89,21 +89,28 @@ def apply_page(cur: Cursor[Any], items: list[Item], positions: dict[str, int],
     """Applies a page to each named projection (the events after its own position) and moves
     its tracking row to the page's end (``end``, or the last item's position), inside the
     caller's transaction. ``caches``: a replay's own caches, by projection (the live projector
-    has none: it is not alone)."""
+    has none: it is not alone).
+
+    The projections' writes and their tracking rows go as one statement (:class:`Writes`):
+    after all of them have read what they need, or after each when ``set_search_path`` moves
+    the next one to tables of its own."""
     if end is None:
         if not items:
             return
         end = items[-1][0]
+    writes = Writes()
     for name, position in positions.items():
         if end <= position:
             continue
         projection = PROJECTIONS[name]
         if set_search_path is not None:
+            writes.flush(cur)
             set_search_path(name)
         projection.apply(cur, [i for i in items if i[0] > position and i[2] in projection.events],
-                         (caches or {}).get(name))
-        cur.execute("UPDATE rm_tracking SET position = %s WHERE name = %s", (end, name))
+                         (caches or {}).get(name), writes)
+        writes.execute(b"UPDATE rm_tracking SET position = %s WHERE name = %s", (end, name))
         positions[name] = end
+    writes.flush(cur)
 
 
 class Projector:

@@ -15,7 +15,7 @@ from psycopg import Cursor
 
 from domain import messages
 from domain.ids import event_uuid
-from projections.batch import Item, insert_new, upsert
+from projections.batch import Item, Target, insert_new, upsert
 
 NAME = "requests"
 TABLES = ("rm_requests", "rm_inbox")
@@ -78,9 +78,11 @@ class Cache:
             self.rows.popitem(last=False)
 
 
-def apply(cur: Cursor[Any], items: list[Item], cache: Cache | None = None) -> None:
+def apply(cur: Cursor[Any], items: list[Item], cache: Cache | None = None,
+          out: Target | None = None) -> None:
     """Applies a batch of this projection's events, in log order. With a ``cache`` (a replay,
-    which owns its tables) the rows the batch creates are inserted with COPY."""
+    which owns its tables) the rows the batch creates are inserted with COPY. The other writes
+    go to ``out`` (default: ``cur``, at once)."""
     if not items:
         return
     made = {str(e.originator_id) for _, e, t in items if t == "ReserveRequested"}
@@ -96,6 +98,7 @@ def apply(cur: Cursor[Any], items: list[Item], cache: Cache | None = None) -> No
         cur.execute(f"SELECT {', '.join(_COLUMNS)} FROM rm_requests "  # noqa: S608 - our names
                     "WHERE request_id = ANY(%b::text[])", (list(wanted),))
         rows.update((row[0], dict(zip(_COLUMNS, row, strict=True))) for row in cur.fetchall())
+    write: Target = cur if out is None else out
     dirty: set[str] = set()
     inbox: list[tuple[Any, ...]] = []
     for position, e, type_name in items:
@@ -118,12 +121,12 @@ def apply(cur: Cursor[Any], items: list[Item], cache: Cache | None = None) -> No
         dirty.add(request_id)
     changed = [tuple(rows[i][c] for c in _COLUMNS) for i in dirty]
     if cache is None:
-        upsert(cur, "rm_requests", _COLUMNS, _TYPES, changed,
+        upsert(write, "rm_requests", _COLUMNS, _TYPES, changed,
                conflict=("request_id",), update=("status", "given", "reason"))
-        upsert(cur, "rm_inbox", _INBOX, _INBOX_TYPES, inbox, conflict=("id",))
+        upsert(write, "rm_inbox", _INBOX, _INBOX_TYPES, inbox, conflict=("id",))
         return
     insert_new(cur, "rm_requests", _COLUMNS, [r for r in changed if r[0] in made])
-    upsert(cur, "rm_requests", _COLUMNS, _TYPES, [r for r in changed if r[0] not in made],
+    upsert(write, "rm_requests", _COLUMNS, _TYPES, [r for r in changed if r[0] not in made],
            conflict=("request_id",), update=("status", "given", "reason"))
     insert_new(cur, "rm_inbox", _INBOX, inbox)
     cache.fill({i: rows[i] for i in dirty})
