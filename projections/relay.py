@@ -240,7 +240,8 @@ class Relay:
             "ON c.originator_id = e.originator_id AND c.originator_version = e.originator_version "
             "WHERE e.notification_id > %s AND e.notification_id <= %s "
             "ORDER BY e.notification_id LIMIT %s"
-        ).format(events=events, schema=schema, correlations=Identifier(CORRELATIONS_TABLE))
+        ).format(events=events, schema=schema, correlations=Identifier(CORRELATIONS_TABLE)
+                 ).as_bytes(None)  # rendered once, not at every read
 
     # -- the position (synchronous: tools and tests) -------------------------------------------
 
@@ -304,13 +305,15 @@ class Relay:
             self._conn = await psycopg.AsyncConnection.connect(conninfo, **kwargs)
         return self._conn
 
-    async def _sql(self, query: Any, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """One statement on the relay's own connection; a broken connection is dropped (the
-        next call opens another) and the error raised (the caller's loop backs off)."""
+    async def _sql(self, query: Any, params: Sequence[Any], *, rows: bool = True
+                   ) -> list[tuple[Any, ...]]:
+        """One statement on the relay's own connection (its rows unless ``rows`` is False); a
+        broken connection is dropped (the next call opens another) and the error raised (the
+        caller's loop backs off)."""
         conn = await self._connection()
         try:
             cur = await conn.execute(query, params, prepare=True)
-            return await cur.fetchall() if cur.description is not None else []
+            return await cur.fetchall() if rows else []
         except psycopg.OperationalError:
             await self.close()
             raise
@@ -353,7 +356,7 @@ class Relay:
 
     async def _store_position(self, position: int) -> None:
         await self._sql("UPDATE rm_tracking SET position = %s WHERE name = %s",
-                        (position, TRACKING_NAME))
+                        (position, TRACKING_NAME), rows=False)
         self._written_at = time.monotonic()
         self._unwritten = self._position != position
 
