@@ -524,8 +524,9 @@ class Relay:
                 await self.close()
 
     async def catch_up(self, wake: asyncio.Event | None = None) -> int:
-        """Publishes everything stored after the relay's position, writing the position as
-        pages are acknowledged; returns how many events it published (0: caught up)."""
+        """Publishes everything stored after the relay's position, moving the position as
+        pages are acknowledged (written as ``position_every`` says); returns how many events it
+        published (0: caught up)."""
         async with self._lock:
             try:
                 return await self._pump(await self._position_now(), None, self._write_position,
