@@ -26,6 +26,9 @@ from services.tracing import correlation_ids, log_correlated
 
 log = logging.getLogger(__name__)
 
+# Events a run reads at most: a full page means the projector is behind and runs again at once.
+PAGE = 2000
+
 
 @dataclass(frozen=True)
 class Projection:
@@ -129,7 +132,7 @@ class Projector:
         """The position every projection has reached."""
         return min(self.positions().values(), default=0)
 
-    def run_once(self, limit: int = 2000) -> int:
+    def run_once(self, limit: int = PAGE) -> int:
         """Projects the next page of events; returns how many it read (0: caught up).
 
         The tracking rows are locked first and read inside the transaction, so a replay's
