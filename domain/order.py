@@ -7,7 +7,6 @@ its own event, so downstream subscribers get one message per change.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,8 +35,8 @@ class OrderLine:
         return max(self.ordered - self.reserved, 0)
 
 
-def line_key(warehouse: str, sku: str) -> str:
-    return json.dumps([warehouse, sku], ensure_ascii=False)
+def line_key(warehouse: str, sku: str) -> tuple[str, str]:
+    return warehouse, sku
 
 
 def guard_quantity(quantity: int) -> None:
@@ -68,7 +67,7 @@ class CustomerOrder(Aggregate):
         self.partner = partner
         self.manager = manager
         self.closed: str | None = None
-        self.lines: dict[str, OrderLine] = {}
+        self.lines: dict[tuple[str, str], OrderLine] = {}
         for raw in lines:
             key = line_key(raw["warehouse"], raw["sku"])
             if key in self.lines:
