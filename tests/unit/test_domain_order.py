@@ -47,7 +47,7 @@ def status_changes(events: list[Any]) -> list[tuple[str | None, str]]:
     ]
 
 
-def state_of(order: CustomerOrder) -> tuple[int, str, dict[str, tuple[int, int]]]:
+def state_of(order: CustomerOrder) -> tuple[int, str, dict[tuple[str, str], tuple[int, int]]]:
     return (
         order.version,
         order.status,
