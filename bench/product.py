@@ -47,6 +47,11 @@ class Serve:
         assert self.proc is not None
         return self.proc.pid
 
+    @property
+    def background_pid(self) -> int | None:
+        """The process of the background roles with ``split``; None without."""
+        return self.background.pid if self.background is not None else None
+
     def start(self, timeout: float = 120.0) -> None:
         api = ["--roles", "api"] if self.split else []
         with open(self.log, "ab") as out:

@@ -122,7 +122,9 @@ class Bench:
 
     def start_meter(self, url: str, serve: product.Serve) -> None:
         broker = self.infra.embedded_broker
-        self.meter = CpuMeter({"service": serve.pid, "postgres": postmaster_pid(url),
+        # With --split-roles "service" is the API's process and "background" the other one.
+        self.meter = CpuMeter({"service": serve.pid, "background": serve.background_pid,
+                               "postgres": postmaster_pid(url),
                                "broker": broker.pid if broker is not None else None})
 
     def cpu_per_give(self, prefix: str, before: dict[str, float] | None, gives: int) -> None:
