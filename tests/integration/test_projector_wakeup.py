@@ -51,7 +51,6 @@ async def test_the_projector_waits_for_a_notify_not_a_poll(
         service.close()
 
 
-
 @pytest.mark.parametrize(("read", "runs_in_a_second"), [(5, (2, 6)), (PAGE, (50, 10**9))])
 async def test_a_page_that_is_not_full_waits_for_the_min_interval(
         database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
