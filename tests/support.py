@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -76,3 +77,17 @@ def wait_for(condition: Callable[[], T | None], timeout: float = 10.0,
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+async def eventually(condition: Callable[[], Awaitable[T | None]], what: str,
+                     within: float = 30.0, interval: float = 0.05) -> T:
+    """:func:`wait_for` for an awaitable ``condition``, on the caller's event loop (30 s by
+    default: a consumer group's join alone takes about 3 s on Tansu)."""
+    deadline = time.monotonic() + within
+    while True:
+        value = await condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
+        await asyncio.sleep(interval)

@@ -10,10 +10,9 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -25,22 +24,9 @@ from services.embedded import EmbeddedBroker, free_port
 from services.ops_dlq import DeadLetter, DeadLetterError, DeadLetters, dlq_depth
 from services.runtime import Core
 from services.topics import ERP_EVENTS, ensure_topics
-from tests.support import ERP_TOKEN, SKU, TOKENS, WAREHOUSE, envelope, uid
+from tests.support import ERP_TOKEN, SKU, TOKENS, WAREHOUSE, envelope, eventually, uid
 
 pytestmark = pytest.mark.integration
-T = TypeVar("T")
-DEADLINE_S = 30.0
-
-
-async def eventually(condition: Callable[[], Awaitable[T | None]], what: str) -> T:
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        value = await condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {DEADLINE_S} s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

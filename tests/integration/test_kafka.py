@@ -12,10 +12,10 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -37,11 +37,10 @@ from services.topics import (
     ensure_topics,
 )
 from tests.conftest import PgServer
-from tests.support import SKU, WAREHOUSE, envelope, make_settings, seed_facts, uid
+from tests.support import SKU, WAREHOUSE, envelope, eventually, make_settings, seed_facts, uid
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 Marks: TypeAlias = dict[TopicPartition, int]
 
@@ -55,19 +54,6 @@ RESULT_KEYS = {"command_id", "ok", "error", "result"}
 
 
 # -- waiting and reading ---------------------------------------------------------------------
-
-
-async def eventually(condition: Callable[[], Awaitable[T | None]], what: str,
-                     within: float = DEADLINE_S) -> T:
-    """Polls ``condition`` until it returns something truthy; fails after ``within`` s."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 class Kafka:

@@ -12,8 +12,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -34,25 +34,11 @@ from services.observability import Monitor, MonitorSettings
 from services.runtime import Core
 from services.topics import COMMAND_RESULTS, COMMANDS, DLQ, RESERVE_EVENTS, ensure_topics
 from services.tracing import CorrelationMiddleware, correlated
-from tests.support import ERP_AUTH, SKU, WAREHOUSE, auth, seed_facts, uid
+from tests.support import ERP_AUTH, SKU, WAREHOUSE, auth, eventually, seed_facts, uid
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
-DEADLINE_S = 30.0
 FAST = MonitorSettings(interval=0.2, timeout=2.0, ready_max_projection_lag=1000)
-
-
-async def eventually(condition: Callable[[], Awaitable[T | None]], what: str,
-                     within: float = DEADLINE_S) -> T:
-    deadline = time.monotonic() + within
-    while True:
-        value = await condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def sample(name: str, **labels: str) -> float:
