@@ -80,14 +80,15 @@ def wait_for(condition: Callable[[], T | None], timeout: float = 10.0,
 
 
 async def eventually(condition: Callable[[], Awaitable[T | None]], what: str,
-                     within: float = 30.0, interval: float = 0.05) -> T:
+                     within: float = 30.0, interval: float = 0.05,
+                     error: type[Exception] = AssertionError) -> T:
     """:func:`wait_for` for an awaitable ``condition``, on the caller's event loop (30 s by
-    default: a consumer group's join alone takes about 3 s on Tansu)."""
+    default: a consumer group's join alone takes about 3 s on Tansu); raises ``error``."""
     deadline = time.monotonic() + within
     while True:
         value = await condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what}")
+            raise error(f"timed out after {within} s waiting for {what}")
         await asyncio.sleep(interval)

@@ -14,12 +14,10 @@ Assumes no other writer uses the service while it runs (the expiry timer aside).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import json
 import re
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
+from tests import support
 from tests.adversary.inputs import (
     COMMANDS,
     ERP,
@@ -77,14 +76,8 @@ def generate(strategy: st.SearchStrategy[T], examples: int, seed_: int) -> list[
 
 async def eventually(condition: Callable[[], Awaitable[T | None]], what: str,
                      within: float = DEADLINE_S) -> T:
-    deadline = time.monotonic() + within
-    while True:
-        value = await condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(0.05)
+    """The tests' helper, raising TimeoutError: the campaign reports what did not happen."""
+    return await support.eventually(condition, what, within, error=TimeoutError)
 
 
 def clean_error(response: httpx.Response, allowed: frozenset[int],
