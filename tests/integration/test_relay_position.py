@@ -4,7 +4,6 @@ in memory at once, in rm_tracking by a timer, at a stop, and never over a rewind
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,7 +13,7 @@ from handlers.wire import parse_erp_body
 from projections.relay import Relay
 from services.runtime import Core
 from services.topics import ensure_topics
-from tests.support import seed_facts, uid
+from tests.support import eventually, seed_facts, uid
 
 pytestmark = pytest.mark.integration
 
@@ -36,13 +35,13 @@ def _store_some(core: Core) -> int:
 
 
 async def _written(relay: Relay, position: int, within: float) -> None:
-    """Waits until rm_tracking holds ``position``."""
-    started = time.monotonic()
-    while (got := await asyncio.to_thread(relay.position)) != position:
-        assert got < position
-        if time.monotonic() - started > within:
-            raise AssertionError(f"the position stayed at {got}, not {position}")
-        await asyncio.sleep(0.01)
+    """Waits until rm_tracking holds ``position`` (never one past it)."""
+    async def reached() -> bool:
+        got = await asyncio.to_thread(relay.position)
+        assert got <= position
+        return got == position
+
+    await eventually(reached, f"rm_tracking to hold {position}", within=within, interval=0.01)
 
 
 async def test_the_position_is_written_at_once_then_at_most_every_interval(
