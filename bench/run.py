@@ -53,7 +53,7 @@ class Sizes:
     give_concurrency: int = 32
     sweep: tuple[int, ...] = (1, 4, 8, 16)
     sweep_seconds: float = 10.0
-    give_slots: int = 60_000
+    give_slots: int = 90_000
     e2e_rate: float = 200.0
     e2e_seconds: float = 20.0
     ingest_facts: int = 200_000
