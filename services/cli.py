@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from rich.console import Console
 
 from services import ops
+from services.eventstore import apply_session_options
 from services.logs import configure_logging
 from services.settings import ROLES, Settings, SettingsError, load_settings
 
@@ -224,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     if args.command == "schemas":
         return cmd_schemas(args)
+    apply_session_options()
     try:
         settings = load_settings()
     except SettingsError as e:

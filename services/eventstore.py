@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar, cast
@@ -202,6 +203,24 @@ def receipts_by_key(rows: Iterable[Any]) -> dict[str, Receipt]:
     """Rows of the receipts table (as dicts) by key."""
     return {row["key"]: Receipt(row["key"], row["fingerprint"], row["status"], row["body"])
             for row in rows}
+
+
+SESSION_OPTIONS = "-c jit=off -c max_parallel_workers_per_gather=0"
+"""What every PostgreSQL session of the service is started with. Its statements are lookups by
+key and pages by position; costed from missing or stale statistics (a table just filled by a
+seed or an ERP backfill, before autovacuum's ANALYZE) a load of 60 aggregates was planned as a
+parallel scan with JIT compilation: 48-55 ms instead of 0.3-1.7 ms (docs/performance.md)."""
+
+
+def apply_session_options(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Puts :data:`SESSION_OPTIONS` in libpq's ``PGOPTIONS`` for this process and its children:
+    the one setting every connection reads, eventsourcing's pool too (it connects from parts
+    of the URL, without ``options``). An operator's own ``PGOPTIONS`` comes after ours, so its
+    settings win; a ``DATABASE_URL`` with ``options=`` replaces them for the connections made
+    from the URL, as libpq does."""
+    current = environ.get("PGOPTIONS", "")
+    if SESSION_OPTIONS not in current:
+        environ["PGOPTIONS"] = f"{SESSION_OPTIONS} {current}".strip()
 
 
 def postgres_env(database_url: str, *, pool_size: int = 8, overflow: int = 16) -> dict[str, str]:

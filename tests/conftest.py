@@ -22,8 +22,13 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from services.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from services.eventstore import apply_session_options
 from services.runtime import Core
 from tests.support import make_settings
+
+# Every connection of the suite starts its session as the service's do (`reserves` sets this
+# for its process): the same plans, and a test that runs the CLI in-process changes nothing.
+apply_session_options()
 
 BACKENDS = ["embedded-pg18"] + (["server"] if os.environ.get("RESERVES_TEST_DATABASE_URL") else [])
 
