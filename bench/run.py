@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
 import os
@@ -162,9 +163,10 @@ class Bench:
         console.print(f"  raw: {r.give_baseline:,.0f} commits/s, {batched:,.0f} rows/s batched, "
                       f"broker round trip p99 {r.rtt_ms['p99']:.2f} ms")
 
-        # The relay's catch-up is timed over relay_events (the issue's 200,000); the pending
-        # requests the gives need beyond those are seeded once that figure is taken.
-        first_slots = math.ceil(s.relay_events / EVENTS_PER_SLOT)
+        # The relay's catch-up is timed over relay_events (the issue's 200,000), whose pending
+        # requests also serve the e2e run; the rest the gives need are seeded after both.
+        first_slots = max(math.ceil(s.relay_events / EVENTS_PER_SLOT),
+                          math.ceil(s.e2e_rate * s.e2e_seconds))
         seeder = Seeder(url)
         try:
             seeded = seeder.seed(self.run_id, 0, first_slots)
@@ -190,23 +192,24 @@ class Bench:
                            "its rate is over the part it did")
             self.rates = {name: c.per_second for name, c in caught.items()}
             r.add("relay_throughput", caught["relay"].per_second, "events/s", produce)
-            slots = seeded.slots
+            product.wait_caught_up(url, timeout=s.stage_timeout)
+            # e2e on the log the relay has just caught up, before the gives' requests are
+            # seeded and before the gives at full speed: each leaves thousands of record
+            # batches on order.status, and the embedded broker's fetch scans a partition's
+            # batches (docs/performance.md, "The broker's share of e2e"). The same run after
+            # the gives is reported too, without a target.
+            supply: Iterator[Slot] = iter(seeded.slots)
+            self.e2e(url, serve, supply)
             if s.give_slots > first_slots:
                 seeder = Seeder(url)
                 try:
                     more = seeder.seed(self.run_id, first_slots, s.give_slots - first_slots)
                 finally:
                     seeder.close()
-                slots = slots + more.slots
+                supply = itertools.chain(supply, more.slots)
                 console.print(f"  seeded {more.events:,} more events ({len(more.slots):,} "
                               f"pending requests) for the gives, the service running")
-            product.wait_caught_up(url, timeout=s.stage_timeout)
-            supply: Iterator[Slot] = iter(slots)
-            # e2e before the gives at full speed: those leave tens of thousands of small
-            # record batches on order.status, and the embedded broker's fetch scans a
-            # partition's batches (docs/performance.md, "The broker's share of e2e"). The same
-            # run after the gives is reported too, without a target.
-            self.e2e(url, serve, supply)
+                product.wait_caught_up(url, timeout=s.stage_timeout)
             self.give_sweep(url, serve, supply)
             self.e2e(url, serve, supply, after_gives=True)
             self.ingest(url, serve, batched)
