@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from psycopg.rows import tuple_row
 
 from services.eventstore import apply_session_options
 from services.runtime import Core
@@ -18,9 +19,8 @@ SHOW = ("SELECT current_setting('jit') AS jit, "
 
 
 def _settings(conn: Any) -> tuple[str, str, str]:
-    row = conn.execute(SHOW).fetchone()
-    values = tuple(row.values()) if isinstance(row, dict) else tuple(row)
-    return values[0], values[1], values[2]
+    jit, workers, work_mem = conn.cursor(row_factory=tuple_row).execute(SHOW).fetchone()
+    return jit, workers, work_mem
 
 
 def test_the_stores_and_the_views_sessions_plan_without_workers_or_jit(
