@@ -9,10 +9,12 @@ from bench.stats import PERCENTILES, percentile_name
 
 
 def draw(path: Path, *, sweep: Sequence[tuple[int, float]], give_baseline: float,
+         give_floors: Mapping[str, float] | None = None,
          latencies_ms: Mapping[str, Mapping[str, float]],
          e2e_baseline_ms: Mapping[str, float] | None, title: str) -> None:
     """Left: successful gives/s by client concurrency, against the raw single-row commit
-    rate and the 0.6 target. Right: latency percentiles (ms, log scale) per series."""
+    rate and the 0.6 target, and the floors (``bench/floor.py``) at the gives' concurrency.
+    Right: latency percentiles (ms, log scale) per series."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,6 +30,10 @@ def draw(path: Path, *, sweep: Sequence[tuple[int, float]], give_baseline: float
         left.axhline(give_baseline, linestyle="--", color="grey",
                      label=f"raw INSERT+COMMIT, 1 conn ({give_baseline:,.0f}/s)")
         left.axhline(0.6 * give_baseline, linestyle=":", color="red", label="target: 0.6 × raw")
+    for (mode, per_second), color in zip((give_floors or {}).items(),
+                                         ("tab:green", "tab:olive", "tab:purple"), strict=False):
+        left.axhline(per_second, linestyle="-.", color=color, linewidth=1,
+                     label=f"floor: HTTP, {mode} ({per_second:,.0f}/s)")
     left.set_xlabel("concurrent clients")
     left.set_ylabel("per second")
     left.set_title("give throughput by concurrency")

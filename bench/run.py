@@ -29,7 +29,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import baselines, product
+from bench import baselines, floor, product
 from bench.cpu import CpuMeter, describe, ms_per, postmaster_pid
 from bench.infra import BenchInfra, child_env
 from bench.plot import draw
@@ -63,13 +63,15 @@ class Sizes:
     relay_events: int = 200_000
     baseline_seconds: float = 5.0
     round_trips: int = 2000
+    floor_seconds: float = 10.0
     stage_timeout: float = 900.0
 
 
 FULL = Sizes()
 QUICK = Sizes(give_seconds=5.0, sweep_seconds=2.0, give_slots=12_000, e2e_seconds=3.0,
               ingest_facts=3000, replay_events=20_000, replay_small_events=2000,
-              relay_events=20_000, baseline_seconds=1.5, round_trips=300, stage_timeout=300.0)
+              relay_events=20_000, baseline_seconds=1.5, round_trips=300, floor_seconds=2.0,
+              stage_timeout=300.0)
 
 
 @dataclass
@@ -80,6 +82,7 @@ class Results:
     latencies_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     rtt_ms: dict[str, float] = field(default_factory=dict)
     give_baseline: float = 0.0
+    give_floors: dict[str, float] = field(default_factory=dict)  # mode -> requests/s
     failed_stages: list[str] = field(default_factory=list)
 
     def add(self, name: str, value: float, unit: str, baseline: float | None = None) -> None:
@@ -162,6 +165,7 @@ class Bench:
         r.rtt_ms = ms(rtt)
         console.print(f"  raw: {r.give_baseline:,.0f} commits/s, {batched:,.0f} rows/s batched, "
                       f"broker round trip p99 {r.rtt_ms['p99']:.2f} ms")
+        self.give_floors(url)
 
         # The relay's catch-up is timed over relay_events (the issue's 200,000), whose pending
         # requests also serve the e2e run; the rest the gives need are seeded after both.
@@ -215,6 +219,22 @@ class Bench:
             self.ingest(url, serve, batched)
         finally:
             serve.stop()
+
+    def give_floors(self, url: str) -> None:
+        """``give_floor_{none,commit,group}_*`` (no target): what an HTTP endpoint that only
+        answers, or only stores a row, reaches with the gives' client at their concurrency,
+        next to the commit baseline; a give does all of it and more (``bench/floor.py``)."""
+        s, r = self.sizes, self.results
+        for mode in floor.MODES:
+            run = floor.floor(url, mode, s.give_concurrency, s.floor_seconds,
+                              warmup=min(2.0, s.floor_seconds))
+            if run.failed:
+                r.note(f"{run.failed} requests to the {mode} floor failed")
+            r.give_floors[mode] = run.per_second
+            r.add(f"give_floor_{mode}_throughput", run.per_second, "requests/s",
+                  r.give_baseline)
+            if run.latencies:
+                r.add(f"give_floor_{mode}_p99_ms", ms(run.latencies)["p99"], "ms")
 
     def caught_up(self, url: str, serve: product.Serve,
                   timeout: float) -> dict[str, product.CatchUp]:
@@ -404,8 +424,8 @@ class Bench:
         finally:
             seeder.close()
         console.print(f"  seeded {total:,} events ({bigger.events / bigger.seconds:,.0f}/s)")
-        floor = baselines.read_and_decode(url)
-        console.print(f"  read + decode: {floor.per_second:,.0f} events/s")
+        decoded = baselines.read_and_decode(url)
+        console.print(f"  read + decode: {decoded.per_second:,.0f} events/s")
         profile = self.profile / "replay.txt" if self.profile is not None else None
         full = product.replay(env, log, total, within=s.stage_timeout, profile=profile)
         if small.returncode or (full.returncode and not full.timed_out):
@@ -425,7 +445,7 @@ class Bench:
                f"exec): {full.max_rss_mb:.0f} MB at {full.events:,} events, "
                f"{small.max_rss_mb:.0f} MB at {small.events:,}; wall time with process "
                f"start-up {full.wall_seconds:.1f} s")
-        r.add("replay_throughput", full.events / full.seconds, "events/s", floor.per_second)
+        r.add("replay_throughput", full.events / full.seconds, "events/s", decoded.per_second)
         r.add("replay_peak_rss_mb", full.peak_rss_mb, "MB", small.peak_rss_mb)
 
 
@@ -534,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     title = (f"{machine['cpu_count']} CPU {machine['cpu_model']}, PostgreSQL "
              f"{machine['postgresql']}, {machine['run']['mode']} run {machine['date']}")
     draw(args.out / "results.png", sweep=sorted(results.sweep), give_baseline=results.give_baseline,
+         give_floors=results.give_floors,
          latencies_ms=results.latencies_ms, e2e_baseline_ms=results.rtt_ms or None, title=title)
     ok = report(results)
     console.print(f"wrote {args.out / 'results.json'} and {args.out / 'results.png'} "
