@@ -31,6 +31,7 @@ import aiohttp
 import httpx
 
 from bench.baselines import pg_single_row_commits
+from bench.cpu import CpuMeter, describe, ms_per, postmaster_pid
 from bench.infra import PYTHON, BenchInfra
 from bench.stats import percentile
 from services.embedded import free_port
@@ -113,6 +114,7 @@ class FloorRun:
     failed: int = 0
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # per request: app, postgres, harness
 
     @property
     def per_second(self) -> float:
@@ -177,7 +179,11 @@ def floor(database_url: str, mode: str, concurrency: int = 32, seconds: float = 
         _wait_up(base_url, proc, 60.0)
         if warmup > 0:
             asyncio.run(_drive(base_url, mode, concurrency, warmup))
-        return asyncio.run(_drive(base_url, mode, concurrency, seconds))
+        meter = CpuMeter({"app": proc.pid, "postgres": postmaster_pid(database_url)})
+        before = meter.sample()
+        run = asyncio.run(_drive(base_url, mode, concurrency, seconds))
+        run.cpu_ms = ms_per(before, meter.sample(), run.ok)
+        return run
     finally:
         proc.terminate()
         try:
@@ -219,7 +225,8 @@ def report(database_url: str, concurrency: int, seconds: float) -> None:
         run = floor(database_url, mode, concurrency, seconds)
         print(f"{mode}: {run.per_second:,.0f} requests/s ({run.per_second / baseline:.3f} of the "
               f"baseline), p50 {percentile(run.latencies, 50) * 1000:.1f} ms, p99 "
-              f"{percentile(run.latencies, 99) * 1000:.1f} ms, {run.failed} failed")
+              f"{percentile(run.latencies, 99) * 1000:.1f} ms, {run.failed} failed; CPU per "
+              f"request (ms): {describe(run.cpu_ms)}")
 
 
 if __name__ == "__main__":

@@ -223,7 +223,8 @@ class Bench:
     def give_floors(self, url: str) -> None:
         """``give_floor_{none,commit,group}_*`` (no target): what an HTTP endpoint that only
         answers, or only stores a row, reaches with the gives' client at their concurrency,
-        next to the commit baseline; a give does all of it and more (``bench/floor.py``)."""
+        next to the commit baseline, and the CPU a request costs its app, PostgreSQL and the
+        harness; a give does all of it and more (``bench/floor.py``)."""
         s, r = self.sizes, self.results
         for mode in floor.MODES:
             run = floor.floor(url, mode, s.give_concurrency, s.floor_seconds,
@@ -235,6 +236,8 @@ class Bench:
                   r.give_baseline)
             if run.latencies:
                 r.add(f"give_floor_{mode}_p99_ms", ms(run.latencies)["p99"], "ms")
+            for process, ms_ in run.cpu_ms.items():
+                r.add(f"give_floor_{mode}_cpu_{process}_ms", ms_, "ms/request")
 
     def caught_up(self, url: str, serve: product.Serve,
                   timeout: float) -> dict[str, product.CatchUp]:

@@ -1,5 +1,5 @@
 """The benchmark's floor app (bench/floor.py) stores one row per answered request, in each mode
-that writes, and answers every request of a short closed-loop run."""
+that writes, answers every request of a short closed-loop run, and has its CPU measured."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def test_every_answered_request_of_the_floor_is_one_stored_row(database_url: str
     run = floor(database_url, mode, concurrency=8, seconds=0.5, warmup=0)
     assert run.failed == 0
     assert run.ok > 0 and len(run.latencies) == run.ok
+    assert run.cpu_ms["app"] > 0 and run.cpu_ms["harness"] > 0  # CPU per request, measured
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT count(*) FROM bench_floor").fetchone()
     assert row is not None
