@@ -7,9 +7,15 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
+
+import httpx
+import httpx2
 
 from services.settings import Settings
+
+# Starlette's TestClient answers with httpx2's responses; httpx.AsyncClient with httpx's
+HttpResponse: TypeAlias = httpx.Response | httpx2.Response
 
 TOKENS = {"tok-ivanov": "ivanov", "tok-petrova": "petrova", "tok-sidorov": "sidorov"}
 ERP_TOKEN = "tok-erp"

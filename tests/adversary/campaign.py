@@ -80,7 +80,7 @@ async def eventually(condition: Callable[[], Awaitable[T | None]], what: str,
     return await support.eventually(condition, what, within, error=TimeoutError)
 
 
-def clean_error(response: httpx.Response, allowed: frozenset[int],
+def clean_error(response: support.HttpResponse, allowed: frozenset[int],
                 codes: frozenset[str] = frozenset()) -> str | None:
     """Why ``response`` is not a clean refusal, or None."""
     if response.status_code not in allowed:

@@ -12,11 +12,20 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from httpx import Response
 
 from handlers.http_api import create_http_app
 from services.runtime import Core
-from tests.support import ERP_AUTH, SEED_SUCCESS, SKU, WAREHOUSE, auth, envelope, seed_facts, uid
+from tests.support import (
+    ERP_AUTH,
+    SEED_SUCCESS,
+    SKU,
+    WAREHOUSE,
+    HttpResponse,
+    auth,
+    envelope,
+    seed_facts,
+    uid,
+)
 
 Json = dict[str, Any]
 
@@ -45,7 +54,7 @@ def client(core: Core) -> Iterator[TestClient]:
         yield c
 
 
-def assert_error(response: Response, status: int, code: str | None = None) -> Json:
+def assert_error(response: HttpResponse, status: int, code: str | None = None) -> Json:
     """The contract's error shape, exactly: ``{"error": {"code", "message"}}``."""
     assert response.status_code == status, response.text
     body: Json = response.json()
@@ -59,8 +68,8 @@ def assert_error(response: Response, status: int, code: str | None = None) -> Js
     return error
 
 
-def post_facts(client: TestClient, facts: Json | list[Json]) -> Response:
-    response: Response = client.post("/v1/erp/events", json=facts, headers=ERP_AUTH)
+def post_facts(client: TestClient, facts: Json | list[Json]) -> HttpResponse:
+    response: HttpResponse = client.post("/v1/erp/events", json=facts, headers=ERP_AUTH)
     return response
 
 
@@ -89,8 +98,8 @@ def seed(client: TestClient, core: Core) -> tuple[str, str]:
 
 
 def ask(client: TestClient, owner: str, requester: str, quantity: int = 8, *,
-        actor: str = "ivanov", headers: dict[str, str] | None = None) -> Response:
-    response: Response = client.post("/v1/reserve-requests", json={
+        actor: str = "ivanov", headers: dict[str, str] | None = None) -> HttpResponse:
+    response: HttpResponse = client.post("/v1/reserve-requests", json={
         "from_order_id": owner, "to_order_id": requester, "sku": SKU, "warehouse": WAREHOUSE,
         "quantity": quantity}, headers={**auth(actor), **(headers or {})})
     return response
