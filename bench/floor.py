@@ -12,7 +12,7 @@ runs, whose one POST route does nothing but store one row in PostgreSQL and answ
 No authentication, no aggregates, no events, no relay, no projections: every give does all of
 this and more, so the product's gives cannot go faster than these figures. The bench reports
 them beside ``give_throughput`` (``give_floor_{none,commit,group}_throughput``); run alone:
-``python -m bench.floor --database-url URL``.
+``python -m bench.floor [--database-url URL]``.
 """
 
 from __future__ import annotations
@@ -65,8 +65,9 @@ def create_app(database_url: str, mode: str) -> Any:
                         await cur.executemany("INSERT INTO bench_floor (payload) VALUES (%s)",
                                               [(_PAYLOAD,)] * len(group))
                     await conn.commit()
-                except Exception as e:  # every waiter gets the failure
-                    await conn.rollback()
+                except Exception as e:  # every waiter gets the failure; the writer goes on
+                    with contextlib.suppress(Exception):
+                        await conn.rollback()
                     for waiter in group:
                         waiter.set_exception(e)
                     continue
