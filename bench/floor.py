@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import httpx
 
 from bench.baselines import pg_single_row_commits
 from bench.cpu import CpuMeter, describe, ms_per, postmaster_pid
 from bench.infra import PYTHON, BenchInfra
+from bench.product import closed_loop, http_client, wait_answering
 from bench.stats import percentile
 from services.embedded import free_port
 
@@ -123,47 +123,30 @@ class FloorRun:
 
 
 async def _drive(base_url: str, mode: str, concurrency: int, seconds: float) -> FloorRun:
-    from bench.product import http_client  # the gives' own client
-
     run = FloorRun(mode)
     async with http_client(base_url, concurrency) as client:
-        started = time.perf_counter()
-        deadline = started + seconds
+        sent = [0] * concurrency
 
-        async def worker(n: int) -> None:
-            i = 0
-            while time.perf_counter() < deadline:
-                i += 1
-                t0 = time.perf_counter()
-                try:
-                    async with client.post(f"/floor/{n}-{i}", data=b"{}",
-                                           headers={"Content-Type": "application/json"}
-                                           ) as response:
-                        await response.read()
-                        ok = response.status == 200
-                except (aiohttp.ClientError, TimeoutError):
-                    ok = False
-                if ok:
-                    run.ok += 1
-                    run.latencies.append(time.perf_counter() - t0)
-                else:
-                    run.failed += 1
+        async def store(n: int) -> bool:
+            sent[n] += 1
+            t0 = time.perf_counter()
+            try:
+                async with client.post(f"/floor/{n}-{sent[n]}", data=b"{}",
+                                       headers={"Content-Type": "application/json"}
+                                       ) as response:
+                    await response.read()
+                    ok = response.status == 200
+            except (aiohttp.ClientError, TimeoutError):
+                ok = False
+            if ok:
+                run.ok += 1
+                run.latencies.append(time.perf_counter() - t0)
+            else:
+                run.failed += 1
+            return True
 
-        await asyncio.gather(*(worker(n) for n in range(concurrency)))
-        run.seconds = time.perf_counter() - started
+        run.seconds = await closed_loop(concurrency, seconds, store)
     return run
-
-
-def _wait_up(base_url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the floor app exited with {proc.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{base_url}/up", timeout=2.0).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise TimeoutError("the floor app did not answer within its start timeout")
 
 
 def floor(database_url: str, mode: str, concurrency: int = 32, seconds: float = 10.0,
@@ -177,7 +160,7 @@ def floor(database_url: str, mode: str, concurrency: int = 32, seconds: float = 
          "--log-level", "warning"], env=env)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_up(base_url, proc, 60.0)
+        wait_answering(f"{base_url}/up", proc, 60.0, "the floor app")
         if warmup > 0:
             asyncio.run(_drive(base_url, mode, concurrency, warmup))
         meter = CpuMeter({"app": proc.pid, "postgres": postmaster_pid(database_url)})

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +29,24 @@ from bench.seed import OWNER, REQUESTER, WAREHOUSE, Slot
 from services.topics import ERP_EVENTS, ORDER_STATUS
 
 EVENTS_TABLE = "reserves_events"
+
+
+def wait_answering(url: str, proc: subprocess.Popen[bytes], timeout: float, what: str,
+                   output: Callable[[], str] = lambda: "") -> None:
+    """Poll ``url`` until it answers 200; raise if ``proc`` exits first (with ``output()``)
+    or ``timeout`` runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited early:\n{output()}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not answer {url} in {timeout} s")
+        time.sleep(0.1)
 
 
 class Serve:
@@ -63,18 +81,8 @@ class Serve:
                     [PYTHON, "-m", "services.cli", "serve", "--roles",
                      "consumers,relay,projections,expiry"],
                     env=env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"reserves serve exited early:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reserves serve did not answer /health in {timeout} s")
-            time.sleep(0.1)
+        wait_answering(f"{self.url}/health", self.proc, timeout, "reserves serve",
+                       lambda: self.log.read_text()[-3000:])
 
     def stop(self) -> None:
         if self.background is not None:
@@ -268,25 +276,38 @@ async def _give(client: aiohttp.ClientSession, slot: Slot, token: str, run: Give
         run.failures[code] = run.failures.get(code, 0) + 1
 
 
+async def closed_loop(concurrency: int, seconds: float,
+                      step: Callable[[int], Awaitable[bool]]) -> float:
+    """``concurrency`` workers, each awaiting ``step(worker)`` again as soon as the last one
+    returned, until ``seconds`` are up or it returns False; the seconds it took."""
+    started = time.perf_counter()
+    deadline = started + seconds
+
+    async def worker(n: int) -> None:
+        while time.perf_counter() < deadline:
+            if not await step(n):
+                return
+
+    await asyncio.gather(*(worker(n) for n in range(concurrency)))
+    return time.perf_counter() - started
+
+
 async def closed_loop_gives(base_url: str, owner_token: str, supply: Iterator[Slot],
                             concurrency: int, seconds: float) -> GiveRun:
     """``concurrency`` clients, each giving on the next pending request as soon as its last
     give was answered, for ``seconds``."""
     run = GiveRun(concurrency)
     async with http_client(base_url, concurrency) as client:
-        started = time.perf_counter()
-        deadline = started + seconds
 
-        async def worker() -> None:
-            while time.perf_counter() < deadline:
-                slot = next(supply, None)
-                if slot is None:
-                    run.exhausted = True
-                    return
-                await _give(client, slot, owner_token, run)
+        async def give(_: int) -> bool:
+            slot = next(supply, None)
+            if slot is None:
+                run.exhausted = True
+                return False
+            await _give(client, slot, owner_token, run)
+            return True
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        run.seconds = time.perf_counter() - started
+        run.seconds = await closed_loop(concurrency, seconds, give)
     return run
 
 
